@@ -1,0 +1,88 @@
+"""The one module that imports onnxruntime: a session, its providers, and how inputs reach it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+class RunnerError(Exception):
+    """The ONNX file cannot be loaded or run."""
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def gpu_available() -> bool:
+    """True when onnxruntime-gpu is installed *and* can see a device.
+
+    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU, so listing is not enough:
+    a tiny probe session tells (see ``OnnxRunner.provider``)."""
+    return CUDA in available_providers()
+
+
+class OnnxRunner:
+    """Owns one InferenceSession. Not thread-safe by design: one engine thread calls ``run``."""
+
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = (CPU,),
+        intra_op_threads: int = 0,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # 0 lets ORT use every core; the engine passes an explicit count so that tokenization
+        # threads and ORT threads never oversubscribe the machine.
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RunnerError(f"{path}: cannot load ONNX model: {exc}") from exc
+        self.path = path
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        # The provider that really runs: onnxruntime-gpu falls back to CPU silently.
+        self.provider: str = self.session.get_providers()[0]
+        self._use_io_binding = self.provider == CUDA
+
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Logits for one padded batch: (batch, classes) or (batch, seq, classes)."""
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = (
+                token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)
+            )
+        try:
+            if self._use_io_binding:
+                return self._run_bound(feeds)
+            return self.session.run([self.output_names[0]], feeds)[0]
+        except Exception as exc:
+            raise RunnerError(f"{self.path.name}: inference failed: {exc}") from exc
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output(self.output_names[0])
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

@@ -1,0 +1,150 @@
+"""The model store on disk: layout, manifest schema and integrity checks.
+
+Layout (the contract): ``<store>/<name>/<version>/manifest.json`` plus the files the manifest
+lists. The manifest schema lives here so that ``build/`` writes exactly what ``service/`` reads.
+
+Exceptions raised here derive from :class:`StoreError`; each names the file involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+
+Task = Literal["sequence-classification", "token-classification"]
+VariantName = str  # "fp32" | "fp16" | "int8" (and more later)
+
+
+class StoreError(Exception):
+    """A model version cannot be read or trusted."""
+
+
+class ManifestError(StoreError):
+    """manifest.json is missing, unreadable or does not match the schema."""
+
+
+class ChecksumError(StoreError):
+    """A file's sha256 differs from the one recorded in the manifest."""
+
+
+class Parity(BaseModel):
+    """How closely a variant follows the PyTorch model it was exported from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_abs_logit_diff: float
+    label_agreement: float = Field(description="share of argmax labels equal to PyTorch's, 0..1")
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    sha256: str
+    bytes: int
+    metrics: dict[str, float] = Field(
+        description="accuracy/macro_f1 (classification) or f1 (NER) on the evaluation split, "
+        "measured through the serving runtime"
+    )
+    parity: Parity
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class DataInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    sha256: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: int
+    task: Task
+    labels: list[str]
+    max_seq_len: int
+    base_model: str
+    data: DataInfo
+    recipe: dict[str, Any]
+    created_at: datetime
+    variants: dict[VariantName, Variant]
+    reference_metrics: dict[str, float] = Field(
+        default_factory=dict, description="the PyTorch model's metrics on the same split"
+    )
+    tokenizer: str = TOKENIZER
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_names(store: Path) -> list[str]:
+    """Models that have at least one published version, sorted by name."""
+    if not store.is_dir():
+        return []
+    return sorted(p.name for p in store.iterdir() if p.is_dir() and versions(store, p.name))
+
+
+def versions(store: Path, name: str) -> list[int]:
+    """Published versions of a model, ascending. Temporary (dot-prefixed) directories never count."""
+    model_dir = store / name
+    if not model_dir.is_dir():
+        return []
+    found = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(v for v in found if v > 0)
+
+
+def version_dir(store: Path, name: str, version: int) -> Path:
+    return store / name / str(version)
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path}: no manifest") from exc
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
+    try:
+        return Manifest.model_validate(raw)
+    except ValueError as exc:
+        raise ManifestError(f"{path}: manifest does not match the schema: {exc}") from exc
+
+
+def verify_checksums(directory: Path, manifest: Manifest, variants: list[str] | None = None) -> None:
+    """Check the sha256 of every listed variant file (all when ``variants`` is None)."""
+    names = list(manifest.variants) if variants is None else variants
+    for name in names:
+        if name not in manifest.variants:
+            raise ManifestError(f"{directory / MANIFEST}: no variant {name!r}")
+        variant = manifest.variants[name]
+        path = directory / variant.file
+        if not path.is_file():
+            raise ChecksumError(f"{path}: file listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != variant.sha256:
+            raise ChecksumError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest's {variant.sha256[:12]}..."
+            )
