@@ -23,10 +23,19 @@ install-serve:  ## serving only: no torch (onnxruntime, tokenizers, fastapi)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e .
 
-sysdeps:  ## Debian packages the integration tests use (prometheus, promtool)
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+# prometheus + promtool: the Prometheus integration test and `promtool check`; docker-compose (Debian's
+# Python implementation): validates docker-compose.yml without a Docker engine.
+SYSDEPS := prometheus:prometheus promtool:prometheus docker-compose:docker-compose
+
+sysdeps:  ## Debian packages the deployment tests use (prometheus, promtool, docker-compose)
+	@missing=""; for pair in $(SYSDEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 models: install  ## build each default model the store lacks
 	@for m in $(DEFAULT_MODELS); do \
