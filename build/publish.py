@@ -1,0 +1,97 @@
+"""Publish: write a model version into the store atomically.
+
+Everything is written into a temporary directory ``<store>/.<name>.tmp-XXXX`` (same filesystem as
+the store, so the final step is a rename), checksummed, and renamed to ``<store>/<name>/<version>``.
+A crash or an error before the rename leaves no version visible; the temporary directory is
+removed on any failure. Two concurrent builds of one model cannot take the same version: the
+rename of the loser fails (the target exists and is not empty) and it retries with the next number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from slimserve.build.errors import PublishError
+from slimserve.service.store import MANIFEST, Manifest, sha256_file, versions
+
+MAX_RACE_RETRIES = 5
+
+# Fills the temporary directory; receives it and the version number, returns the manifest.
+Writer = Callable[[Path, int], Manifest]
+
+
+def next_version(store: Path, name: str) -> int:
+    found = versions(store, name)
+    return (found[-1] + 1) if found else 1
+
+
+def copy_files(files: Mapping[str, Path], directory: Path) -> dict[str, str]:
+    """Copy artefacts under their published names; returns name -> sha256."""
+    digests = {}
+    for published, source in files.items():
+        target = directory / published
+        shutil.copyfile(source, target)
+        digests[published] = sha256_file(target)
+    return digests
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(store: Path, name: str, write: Writer) -> tuple[int, Path]:
+    """Run ``write`` in a fresh temporary directory, then rename it into place as the next version."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=store))
+    except OSError as exc:
+        raise PublishError(f"{store}: cannot write to the model store ({exc.strerror or exc})") from exc
+    model_dir = store / name
+    created_model_dir = False
+    try:
+        version = next_version(store, name)
+        manifest = write(tmp, version)
+        if not (tmp / MANIFEST).is_file():
+            manifest.write(tmp)
+        for entry in tmp.iterdir():
+            with entry.open("rb") as fh:
+                os.fsync(fh.fileno())
+        if not model_dir.is_dir():
+            model_dir.mkdir()
+            created_model_dir = True
+        for _ in range(MAX_RACE_RETRIES):
+            target = model_dir / str(version)
+            try:
+                os.rename(tmp, target)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Another build took this number between our read and our rename.
+                version = next_version(store, name)
+                manifest = manifest.model_copy(update={"version": version})
+                manifest.write(tmp)
+                continue
+            _fsync_dir(model_dir)
+            return version, target
+        raise PublishError(f"{model_dir}: could not claim a version number after {MAX_RACE_RETRIES} tries")
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_model_dir:
+            with contextlib.suppress(OSError):
+                model_dir.rmdir()
+        if isinstance(exc, OSError):
+            hint = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise PublishError(
+                f"{store}: publishing {name!r} failed{hint}: {exc.strerror or exc}. Nothing was published"
+            ) from exc
+        raise
