@@ -14,12 +14,22 @@ that turns an exception into a response::
     ├── NotReady            503 not_ready
     ├── DeadlineExceeded    504 timeout
     ├── ReloadFailed        409 reload_failed   (the old version keeps serving)
+    ├── ClientClosed        499 client_closed   (the client left; nobody reads it, metrics count it)
     └── InferenceFailed     500 internal        (a runner failure: never caused by input)
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -102,6 +112,60 @@ class ReloadFailed(ServiceError):
     type = "reload_failed"
 
 
+class ClientClosed(ServiceError):
+    """The client went away first: its queued work was dropped. Logged and counted, never read."""
+
+    status = 499
+    type = "client_closed"
+
+
 class InferenceFailed(ServiceError):
     status = 500
     type = "internal"
+
+
+def envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The contract's error body: ``{"error": {"type": ..., "message": ...}}``."""
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+def _describe(errors: Sequence[Any]) -> str:
+    parts = []
+    for err in list(errors)[:5]:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        if err.get("type") == "json_invalid":
+            parts.append(f"malformed JSON ({err.get('ctx', {}).get('error', 'cannot parse')})")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = len(errors) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return envelope(exc.status, exc.type, exc.message, exc.headers())
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return envelope(422, InvalidRequest.type, _describe(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    # Routing errors only (unknown path, wrong method); the API itself raises ServiceErrors.
+    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return envelope(exc.status_code, type_, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    return envelope(500, "internal", "internal error; the request id in x-request-id locates it in the logs")
+
+
+def install_handlers(app: FastAPI) -> None:
+    """The one place where exceptions become HTTP responses."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

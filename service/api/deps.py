@@ -1,0 +1,55 @@
+"""Dependencies the routes declare: the app's state and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from slimserve.service.errors import Unauthorized
+from slimserve.service.metrics import Metrics
+from slimserve.service.registry import Registry
+from slimserve.service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def check_key(settings: Settings, authorization: str | None) -> None:
+    """Constant-time comparison against every configured key; no keys configured means open."""
+    if not settings.api_keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    given = token.strip().encode()
+    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys]
+    if not any(matches):
+        raise Unauthorized("invalid API key")
+
+
+def require_key(request: Request) -> None:
+    check_key(get_settings(request), request.headers.get("authorization"))
+
+
+def require_key_for_metrics(request: Request) -> None:
+    settings = get_settings(request)
+    if settings.metrics_auth:
+        check_key(settings, request.headers.get("authorization"))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -1,0 +1,104 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it buffers responses and hides client disconnects):
+request ids, the body-size limit, x-total-time and the per-request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from slimserve.service.errors import PayloadTooLarge, envelope
+from slimserve.service.metrics import Metrics
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID = "x-request-id"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        # An id the client chose is echoed, but only if it is a sane token (it ends up in logs).
+        request_id = given if given and len(given) <= 200 and given.isprintable() else uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID.encode(), request_id.encode("latin-1")))
+                total_ms = (time.perf_counter() - started) * 1000
+                headers.append((b"x-total-time", f"{total_ms:.2f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    await self._too_large(scope, receive, send_wrapped)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_wrapped)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            model = str(state.get("model", ""))
+            self.metrics.request_duration.labels(endpoint, model).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(endpoint, model, str(status)).inc()
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit (declared or streamed)."""
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
+        await envelope(error.status, error.type, error.message)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hand the buffered body to the app once, then pass through (so disconnects still arrive)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

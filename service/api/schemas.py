@@ -1,0 +1,125 @@
+"""Wire types of the HTTP API (the contract's shapes). Requests reject unknown fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Inputs = Annotated[
+    str | Annotated[list[str], Field(min_length=1)],
+    Field(
+        description="One text, or a non-empty list of texts; results come back aligned, in order.",
+        examples=["The film is a quiet triumph.", ["I love it", "Worst purchase ever"]],
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def texts(self) -> list[str]:
+        inputs: str | list[str] = getattr(self, "inputs")  # noqa: B009 - every request has inputs
+        return [inputs] if isinstance(inputs, str) else list(inputs)
+
+
+class ClassifyRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": ["my card has not arrived yet"], "top_k": 3}]},
+    )
+
+    inputs: Inputs
+    model: str | None = Field(
+        None, description="A sequence-classification model; the endpoint's default if unset."
+    )
+    top_k: int = Field(1, ge=1, le=1000, description="When > 1, `top` lists this many labels, best first.")
+    truncate: bool = Field(
+        True, description="Cut texts longer than the model's window; when false they get 400 input_too_long."
+    )
+
+
+class NerRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": "Angela Merkel visited Paris.", "aggregation": "simple"}]},
+    )
+
+    inputs: Inputs
+    model: str | None = Field(None, description="A token-classification model; `ner` if unset.")
+    aggregation: Literal["simple", "none"] = Field(
+        "simple", description="`simple` merges B-/I- pieces into entities; `none` returns each word piece."
+    )
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class Classification(BaseModel):
+    label: str = Field(description="The most likely label.")
+    score: float = Field(description="Its probability (softmax).")
+    top: list[LabelScore] | None = Field(None, description="The `top_k` best labels, when top_k > 1.")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: int
+    variant: str
+    results: list[Classification]
+
+
+class Entity(BaseModel):
+    entity: str = Field(description="Entity type (`PER`) with `simple`; the raw tag (`B-PER`) with `none`.")
+    text: str = Field(description="Exactly `input[start:end]`.")
+    start: int = Field(description="Character offset into the input as sent (Python string index).")
+    end: int
+    score: float
+
+
+class NerResult(BaseModel):
+    entities: list[Entity]
+
+
+class NerResponse(BaseModel):
+    model: str
+    version: int
+    variant: str
+    results: list[NerResult]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    version: int
+    variant: str
+    provider: str = Field(description="The execution provider ONNX Runtime really uses.")
+    labels: list[str]
+    max_seq_len: int
+    metrics: dict[str, float] = Field(description="The manifest's metrics for the served variant.")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ReloadResponse(BaseModel):
+    model: str
+    version: int
+    variant: str
+    provider: str
+    previous_version: int | None
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(examples=["overloaded"])
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,85 @@
+"""What an inference endpoint does between validation and response: limits, model lookup, deadline,
+client-disconnect watch, the engine call, and the timing headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import Request, Response
+from slimserve.service.engine.batcher import EngineResult
+from slimserve.service.errors import ClientClosed, InvalidRequest, NotReady, PayloadTooLarge
+from slimserve.service.registry import Registry, Served
+from slimserve.service.settings import Settings
+
+DEADLINE_HEADER = "x-deadline-ms"
+
+
+def check_limits(texts: list[str], settings: Settings) -> None:
+    if len(texts) > settings.max_inputs:
+        raise PayloadTooLarge(f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}")
+    for index, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise PayloadTooLarge(
+                f"input {index} has {len(text)} characters; the limit is {settings.max_text_chars}"
+            )
+
+
+def deadline_for(request: Request, settings: Settings, started: float) -> float:
+    """A monotonic instant: the setting, or less when the client asks with x-deadline-ms."""
+    budget_ms = settings.deadline_ms
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is not None:
+        try:
+            asked = float(raw)
+        except ValueError:
+            asked = -1.0
+        if not asked > 0:
+            raise InvalidRequest(f"{DEADLINE_HEADER} must be a positive number of milliseconds, got {raw!r}")
+        budget_ms = min(budget_ms, asked)
+    return started + budget_ms / 1000
+
+
+async def _watch_disconnect(request: Request) -> None:
+    """Returns once the client has gone (the body was already read by the middleware)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_inference(
+    request: Request,
+    response: Response,
+    registry: Registry,
+    settings: Settings,
+    *,
+    model: str,
+    task: str,
+    texts: list[str],
+    params: Any,
+) -> tuple[Served, EngineResult]:
+    started = time.monotonic()
+    if not registry.ready:
+        raise NotReady("models are still loading; retry when /readyz answers 200")
+    check_limits(texts, settings)
+    deadline = deadline_for(request, settings, started)
+    served = registry.get(model, task)
+    request.state.model = served.name  # a metric label from the store, never from request text
+    work = asyncio.ensure_future(registry.infer(served.name, task, texts, params, deadline))
+    watch = asyncio.ensure_future(_watch_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            # The client left (or this task was cancelled): the engine drops the queued rows.
+            work.cancel()
+        await asyncio.wait({work, watch})
+    if work.cancelled():
+        raise ClientClosed("the client closed the connection before the answer was ready")
+    served, result = work.result()
+    response.headers["x-queue-time"] = f"{result.queue_s * 1000:.2f}"
+    response.headers["x-inference-time"] = f"{result.inference_s * 1000:.2f}"
+    return served, result

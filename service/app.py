@@ -1,0 +1,89 @@
+"""The application factory. Nothing is created at import time: ``create_app(settings)`` builds the
+app, and its lifespan loads the store in the background (so /healthz answers at once and /readyz turns
+200 when every model is warm), polls the store when asked, and drains every engine on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
+from slimserve.service.api.middleware import RequestContext
+from slimserve.service.api.routes import inference, probes
+from slimserve.service.errors import ServiceError, install_handlers
+from slimserve.service.metrics import Metrics
+from slimserve.service.registry import Registry
+from slimserve.service.settings import Settings
+
+log = logging.getLogger("slimserve.service")
+
+DESCRIPTION = """
+Compressed NLP models (sentiment, intent classification, NER) on ONNX Runtime, with token-budget
+batching, per-request deadlines, backpressure and zero-downtime reloads.
+
+Errors are JSON `{"error": {"type": "...", "message": "..."}}`; every response carries `x-request-id`,
+inference responses also `x-queue-time`, `x-inference-time`, `x-total-time` (milliseconds).
+Send `x-deadline-ms` to ask for a shorter deadline than the server's.
+"""
+
+
+def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1)."""
+    # Tokenization runs on its own worker; rayon threads inside `tokenizers` would compete with ORT.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    metrics = Metrics()
+    pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
+    # On CPU one session runs at a time: two sessions each using every core would thrash.
+    registry = Registry(settings, metrics, pool, threading.Lock())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+
+        async def load() -> None:
+            try:
+                await registry.load_all()
+            except ServiceError as exc:
+                registry.loading_error = exc.message
+                log.error("start-up failed: %s", exc.message)
+                if on_fatal is not None:
+                    on_fatal(exc.message)
+                return
+            log.info("ready: serving %s", ", ".join(s.name for s in registry.served()) or "no models")
+            if settings.poll_interval_s > 0:
+                tasks.append(asyncio.create_task(registry.poll()))
+
+        tasks.append(asyncio.create_task(load()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await registry.close(settings.shutdown_grace_s)
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="slimserve",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "inference", "description": "Run a model on texts."},
+            {"name": "models", "description": "What is served, and reloading it."},
+            {"name": "probes", "description": "Liveness, readiness and metrics (never queued)."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    install_handlers(app)
+    app.include_router(inference)
+    app.include_router(probes)
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

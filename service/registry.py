@@ -1,0 +1,280 @@
+"""The models being served: loading from the store, choosing a variant, reloading without downtime.
+
+A load reads the manifest, checks every sha256 it lists, opens the chosen variant in ONNX Runtime,
+checks the graph's output width against the labels, warms the engine up, and only then makes it
+visible. A reload does the same beside the serving engine and swaps on success; requests already in
+the old engine finish there. Any failure leaves the old version serving, raises :class:`ReloadFailed`
+with the cause, and counts in ``slimserve_model_reloads_total{outcome="failed"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from slimserve.service import store
+from slimserve.service.engine.batcher import BatchPolicy, Engine, EngineResult, EngineRetired
+from slimserve.service.engine.runner import CPU, CUDA, OnnxRunner, RunnerError, gpu_available
+from slimserve.service.engine.tokenizer import TextTokenizer
+from slimserve.service.errors import ModelNotFound, ReloadFailed
+from slimserve.service.metrics import Metrics
+from slimserve.service.settings import Settings
+from slimserve.service.tasks.base import Codec
+from slimserve.service.tasks.classification import ClassificationCodec
+
+log = logging.getLogger(__name__)
+
+# Preference when no variant is forced: int8 is fastest on CPU (fp16 is slower there: ORT casts back),
+# fp16 is the GPU variant.
+PREFERENCE = {CPU: ("int8", "fp32", "fp16"), CUDA: ("fp16", "fp32", "int8")}
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a loaded model reports (``/v1/models``, ``slimserve_model_info``)."""
+
+    name: str
+    version: int
+    variant: str
+    provider: str
+    manifest: store.Manifest
+
+
+def make_codec(manifest: store.Manifest, tokenizer: TextTokenizer, settings: Settings) -> Codec[Any]:
+    if manifest.task == "sequence-classification":
+        return ClassificationCodec(tokenizer, list(manifest.labels))
+    from slimserve.service.tasks.token_classification import NerCodec
+
+    return NerCodec(tokenizer, list(manifest.labels), settings.ner_stride)
+
+
+def choose_variant(manifest: store.Manifest, forced: str | None, provider: str) -> str:
+    if forced is not None:
+        if forced not in manifest.variants:
+            raise ReloadFailed(
+                f"model {manifest.name!r} v{manifest.version}: variant {forced!r} was asked for "
+                f"(settings 'variants') but the manifest has only {sorted(manifest.variants)}"
+            )
+        return forced
+    for name in PREFERENCE[provider]:
+        if name in manifest.variants:
+            return name
+    return sorted(manifest.variants)[0]
+
+
+def warmup_lengths(max_seq_len: int) -> list[int]:
+    lengths = [n for n in (16, 32, 64, 128, 256, 512) if n < max_seq_len]
+    return [*lengths, max_seq_len]
+
+
+class Registry:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, tokenize_pool: Executor, device_lock: threading.Lock
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._pool = tokenize_pool
+        self._device_lock = device_lock
+        self._engines: dict[str, Engine] = {}
+        self._served: dict[str, Served] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.ready = False
+        self.loading_error: str | None = None
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def served(self) -> list[Served]:
+        return [self._served[n] for n in sorted(self._served)]
+
+    def get(self, name: str, task: str) -> Served:
+        served = self._served.get(name)
+        if served is None:
+            known = ", ".join(sorted(self._served)) or "none"
+            raise ModelNotFound(f"no model named {name!r} is served (served: {known})")
+        if served.manifest.task != task:
+            raise ModelNotFound(f"model {name!r} is a {served.manifest.task} model, not {task}")
+        return served
+
+    def target_names(self) -> list[str]:
+        names = store.model_names(self.settings.store)
+        return [n for n in names if n in self.settings.models] if self.settings.models else names
+
+    async def infer(
+        self, name: str, task: str, texts: list[str], params: Any, deadline: float
+    ) -> tuple[Served, EngineResult]:
+        for _ in range(3):  # a reload can retire the engine between lookup and submit
+            served = self.get(name, task)
+            engine = self._engines[name]
+            try:
+                return served, await engine.submit(texts, params, deadline)
+            except EngineRetired:
+                continue
+        raise ModelNotFound(f"model {name!r} is being replaced; retry")
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def _provider_wanted(self) -> str:
+        if self.settings.device == "cpu":
+            return CPU
+        if self.settings.device == "cuda" or gpu_available():
+            return CUDA
+        return CPU
+
+    def _load(self, name: str, version: int | None) -> tuple[Served, Engine]:
+        """Blocking: build a warmed, started engine for one model version (newest when None)."""
+        s = self.settings
+        available = store.versions(s.store, name)
+        if version is None:
+            version = s.pins.get(name) or (available[-1] if available else None)
+        if version is None or version not in available:
+            raise ReloadFailed(f"model {name!r}: version {version} is not in the store {s.store}")
+        directory = store.version_dir(s.store, name, version)
+        try:
+            manifest = store.read_manifest(directory)
+            if manifest.name != name or manifest.version != version:
+                raise ReloadFailed(
+                    f"{directory / store.MANIFEST}: says {manifest.name!r} v{manifest.version}, "
+                    f"but lives at {name}/{version}"
+                )
+            provider = self._provider_wanted()
+            forced = s.variants.get(name)
+            variant = choose_variant(manifest, forced, provider)
+            store.verify_checksums(directory, manifest)
+            tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
+            providers = [CUDA, CPU] if provider == CUDA else [CPU]
+            runner = OnnxRunner(directory / manifest.variants[variant].file, providers, s.threads())
+            if (
+                runner.provider != provider
+                and forced is None
+                and variant != choose_variant(manifest, None, runner.provider)
+            ):
+                # onnxruntime-gpu fell back to CPU: serve the CPU variant rather than fp16 on CPU.
+                log.warning(
+                    "model %s: %s unavailable, ONNX Runtime runs on %s", name, provider, runner.provider
+                )
+                variant = choose_variant(manifest, None, runner.provider)
+                runner = OnnxRunner(directory / manifest.variants[variant].file, [CPU], s.threads())
+        except (store.StoreError, RunnerError, OSError, ValueError) as exc:
+            raise ReloadFailed(f"model {name!r} v{version}: {exc}") from exc
+        on_gpu = runner.provider == CUDA
+        engine = Engine(
+            name=name,
+            version=version,
+            variant=variant,
+            runner=runner,
+            codec=make_codec(manifest, tokenizer, s),
+            metrics=self.metrics,
+            policy=BatchPolicy(
+                max_batch_size=s.max_batch_size,
+                max_batch_tokens=s.max_batch_tokens,
+                wait_ms=s.effective_batch_wait_ms(on_gpu),
+                max_queue=s.max_queue,
+                retry_after_s=s.retry_after_s,
+                debug_delay_ms=s.debug_runner_delay_ms,
+            ),
+            tokenize_pool=self._pool,
+            device_lock=None if on_gpu else self._device_lock,
+            pad_id=tokenizer.pad_id,
+        )
+        filler = tokenizer.encode(["the quick brown fox jumps over the lazy dog"])[0].ids
+        lengths = warmup_lengths(manifest.max_seq_len) if s.warmup else [min(16, manifest.max_seq_len)]
+        try:
+            width = engine.warmup(lengths, filler)
+        except RunnerError as exc:
+            raise ReloadFailed(f"model {name!r} v{version}: the ONNX graph does not run: {exc}") from exc
+        if width != len(manifest.labels):
+            raise ReloadFailed(
+                f"model {name!r} v{version}: the graph outputs {width} logits but the manifest lists "
+                f"{len(manifest.labels)} labels"
+            )
+        engine.start()
+        return Served(name, version, variant, runner.provider, manifest), engine
+
+    def _publish(self, served: Served) -> None:
+        old = self._served.get(served.name)
+        if old is not None:
+            self.metrics.model_info.remove(old.name, str(old.version), old.variant, old.provider)
+        self._served[served.name] = served
+        self.metrics.model_info.labels(served.name, str(served.version), served.variant, served.provider).set(
+            1
+        )
+
+    async def load_all(self) -> None:
+        """Start-up: load every target model (in turn: they share the cores), then mark ready."""
+        names = self.target_names()
+        missing = sorted(set(self.settings.models) - set(names))
+        if missing:
+            raise ReloadFailed(f"models {missing} are not in the store {self.settings.store}")
+        for name in names:
+            started = time.perf_counter()
+            try:
+                served, engine = await asyncio.to_thread(self._load, name, None)
+            except ReloadFailed:
+                self.metrics.reloads.labels(name, "failed").inc()
+                raise
+            self._engines[name] = engine
+            self._publish(served)
+            self.metrics.reloads.labels(name, "ok").inc()
+            log.info(
+                "loaded %s v%d (%s on %s) in %.2f s",
+                name,
+                served.version,
+                served.variant,
+                served.provider,
+                time.perf_counter() - started,
+            )
+        self.ready = True
+
+    async def reload(self, name: str, version: int | None = None) -> tuple[Served | None, Served]:
+        """Load ``name`` (its pin or newest version, or ``version``) beside the serving one and swap.
+
+        Returns (previous, current). Raises ReloadFailed and keeps the old version on any failure."""
+        if name not in self.target_names() and name not in self._served:
+            raise ModelNotFound(f"no model named {name!r} in the store {self.settings.store}")
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            previous = self._served.get(name)
+            try:
+                target = (
+                    version
+                    if version is not None
+                    else (store.versions(self.settings.store, name) or [None])[-1]
+                )
+                served, engine = await asyncio.to_thread(self._load, name, target)
+            except ReloadFailed as exc:
+                self.metrics.reloads.labels(name, "failed").inc()
+                log.error("reload of %s refused, still serving the old version: %s", name, exc)
+                raise
+            old_engine = self._engines.get(name)
+            self._engines[name] = engine
+            self._publish(served)
+            self.metrics.reloads.labels(name, "ok").inc()
+            log.info("reloaded %s: v%s -> v%d", name, previous.version if previous else None, served.version)
+        if old_engine is not None:
+            asyncio.get_running_loop().create_task(old_engine.stop(self.settings.shutdown_grace_s))
+        return previous, served
+
+    async def poll(self) -> None:
+        """Reload models whose newest version is newer than the served one (unpinned models only)."""
+        interval = self.settings.poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for name, served in list(self._served.items()):
+                if name in self.settings.pins:
+                    continue
+                newest = (store.versions(self.settings.store, name) or [0])[-1]
+                if newest > served.version:
+                    try:
+                        await self.reload(name, newest)
+                    except ReloadFailed:
+                        log.warning("polling: %s v%d refused; retrying on the next poll", name, newest)
+
+    async def close(self, grace_s: float) -> None:
+        engines = list(self._engines.values())
+        self.ready = False
+        await asyncio.gather(*(e.stop(grace_s) for e in engines))

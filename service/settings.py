@@ -1,0 +1,173 @@
+"""One typed settings object for the serving process.
+
+Every field is read from ``SLIMSERVE_<NAME>`` (dicts and lists as JSON) and is also a flag of
+``slimserve serve``; flags win over the environment, the environment over these defaults. Each
+description says why the default is what it is: it doubles as the flag's help text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLIMSERVE_", extra="forbid", validate_default=True)
+
+    # -- where and what --
+    store: Path = Field(
+        Path("model_store"), description="Model store to serve (the contract's default: ./model_store)."
+    )
+    host: str = Field(
+        "127.0.0.1", description="Bind address; loopback by default so nothing is exposed by accident."
+    )
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (8000: the usual local API port).")
+    models: list[str] = Field(
+        default_factory=list, description="Serve only these models; empty serves every model in the store."
+    )
+    pins: dict[str, int] = Field(
+        default_factory=dict,
+        description="Pin a model to a version (name=version); unpinned models serve their highest version.",
+    )
+    variants: dict[str, str] = Field(
+        default_factory=dict,
+        description="Force a variant per model (name=fp32|fp16|int8); by default int8 on CPU (fastest and "
+        "accurate there) and fp16 on CUDA.",
+    )
+    device: Device = Field(
+        "auto",
+        description="auto uses CUDA when onnxruntime sees a GPU, else CPU; the provider ONNX Runtime really "
+        "uses is what gets reported.",
+    )
+    poll_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Check the store for new versions every N seconds and reload them; 0 (off) because "
+        "reloads are normally asked for explicitly with POST /v1/models/{name}/reload.",
+    )
+
+    # -- batching --
+    max_batch_size: int = Field(
+        32, ge=1, description="Most rows in one batch: 32 keeps int8 MiniLM near its best throughput on CPU."
+    )
+    max_batch_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Token budget of a batch (padded length x rows): 32 rows of 128 tokens, so a full "
+        "batch stays ~0.1-0.2 s on 2 cores and short requests are not stuck behind it.",
+    )
+    batch_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        description="How long the batcher waits for more rows before starting a batch; unset means 0 on "
+        "CPU (a free runner should never idle) and 2 ms on CUDA (a fuller batch is nearly free there).",
+    )
+    max_queue: int = Field(
+        1024,
+        ge=1,
+        description="Inputs admitted per model (queued or running) before new requests get 503 overloaded: "
+        "about 3 s of work on 2 cores, beyond which clients are better off retrying.",
+    )
+    retry_after_s: int = Field(
+        1, ge=0, description="Retry-After sent with 503: one second lets a queue drain."
+    )
+
+    # -- threads --
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime threads per session; 0 means every core this process may use. Only one "
+        "session runs at a time on CPU, and tokenization is one thread, so cores are not oversubscribed.",
+    )
+    tokenizer_threads: int = Field(
+        1,
+        ge=1,
+        description="Tokenizer worker threads: one is plenty (fast Rust tokenizer, batched calls) and leaves "
+        "the cores to ONNX Runtime.",
+    )
+
+    # -- limits and deadlines --
+    max_inputs: int = Field(
+        128,
+        ge=1,
+        description="Most texts in one request (413 beyond): 4 full batches, a fair share.",
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1, description="Largest request body (413 beyond): 1 MiB is ample for 128 long texts."
+    )
+    max_text_chars: int = Field(
+        20_000,
+        ge=1,
+        description="Longest single text in characters (413 beyond): about 10 pages, so NER's sliding window "
+        "covers realistic documents while one request cannot monopolize the runner.",
+    )
+    deadline_ms: float = Field(
+        10_000,
+        gt=0,
+        description="Default per-request deadline (504 timeout beyond; queued work is dropped). A client can "
+        "ask for less with the x-deadline-ms header. 10 s: longer than any healthy request takes.",
+    )
+    ner_stride: int = Field(
+        32,
+        ge=0,
+        description="Tokens shared by neighbouring NER windows on long texts: enough context on both sides "
+        "of a window edge without doubling the work.",
+    )
+
+    # -- security --
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Accepted Bearer tokens; empty disables auth (the default binds to loopback only).",
+    )
+    metrics_auth: bool = Field(
+        False,
+        description="Require an API key for /metrics too; off: scrapers rarely send one.",
+    )
+
+    # -- lifecycle --
+    warmup: bool = Field(
+        True,
+        description="Run every batch shape once before /readyz turns 200, so first requests aren't slow.",
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, time given to in-flight requests (30 s: Kubernetes' default)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    debug_runner_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Testing aid: sleep this long before each batch to make overload and deadlines "
+        "reproducible. Keep 0 in production.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for name, variant in self.variants.items():
+            if not variant:
+                raise ValueError(f"variants: empty variant for model {name!r}")
+        for name, version in self.pins.items():
+            if version < 1:
+                raise ValueError(f"pins: version of {name!r} must be a positive integer, got {version}")
+        return self
+
+    def threads(self) -> int:
+        return self.intra_op_threads or cpu_cores()
+
+    def effective_batch_wait_ms(self, on_gpu: bool) -> float:
+        if self.batch_wait_ms is not None:
+            return self.batch_wait_ms
+        return 2.0 if on_gpu else 0.0
