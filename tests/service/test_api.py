@@ -1,0 +1,192 @@
+"""Every endpoint and every error of the contract, against a real server on a loopback port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service import fakestore
+from tests.service.conftest import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_sentiment_one_text_and_a_list_are_aligned(server: Server) -> None:
+    with server.client() as c:
+        one = c.post("/v1/sentiment", json={"inputs": "a quiet triumph"})
+        many = c.post("/v1/sentiment", json={"inputs": ["a quiet triumph", "dull", "a quiet triumph"]})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["model"], body["version"], body["variant"]) == ("sentiment", 1, "int8")
+    assert len(body["results"]) == 1
+    assert body["results"][0]["label"] in fakestore.SENTIMENT_LABELS
+    assert "top" not in body["results"][0]
+    results = many.json()["results"]
+    assert len(results) == 3
+    assert results[0] == results[2] == body["results"][0]
+    for name in ("x-request-id", "x-queue-time", "x-inference-time", "x-total-time"):
+        assert name in one.headers
+    assert float(one.headers["x-total-time"]) >= float(one.headers["x-inference-time"]) >= 0
+
+
+def test_classify_defaults_to_intent_and_lists_top_k(server: Server) -> None:
+    with server.client() as c:
+        r = c.post("/v1/classify", json={"inputs": ["my card has not arrived"], "top_k": 3})
+        other = c.post("/v1/classify", json={"inputs": "fine", "model": "sentiment"})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "intent"
+    result = r.json()["results"][0]
+    top = result["top"]
+    assert len(top) == 3
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    assert (top[0]["label"], top[0]["score"]) == (result["label"], result["score"])
+    assert other.json()["model"] == "sentiment"
+
+
+def test_request_id_is_echoed(server: Server) -> None:
+    r = httpx.get(server.url + "/healthz", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert httpx.get(server.url + "/healthz").headers["x-request-id"] != "abc-123"
+
+
+def test_models_lists_what_is_served(server: Server) -> None:
+    models = {m["name"]: m for m in httpx.get(server.url + "/v1/models").json()["models"]}
+    assert set(models) == {"sentiment", "intent", "ner"}
+    intent = models["intent"]
+    assert intent["task"] == "sequence-classification"
+    assert intent["labels"] == fakestore.INTENT_LABELS
+    assert (intent["version"], intent["variant"], intent["provider"]) == (1, "int8", "CPUExecutionProvider")
+    assert intent["max_seq_len"] == 64
+    assert intent["metrics"] == {"accuracy": 0.5, "macro_f1": 0.5}
+
+
+def test_probes_and_openapi(server: Server) -> None:
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    spec = httpx.get(server.url + "/openapi.json").json()
+    for path in ("/v1/sentiment", "/v1/classify", "/v1/ner", "/v1/models", "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"]
+    assert "503" in spec["paths"]["/v1/classify"]["post"]["responses"]
+
+
+def error(r: httpx.Response) -> tuple[int, str]:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, body
+    assert body["error"]["message"]
+    return r.status_code, body["error"]["type"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"inputs": []}, (422, "validation_error")),
+        ({"inputs": "x", "colour": "red"}, (422, "validation_error")),
+        ({"inputs": 3}, (422, "validation_error")),
+        ({"inputs": "x", "top_k": 0}, (422, "validation_error")),
+        ({}, (422, "validation_error")),
+        ({"inputs": "x", "model": "nope"}, (404, "model_not_found")),
+        ({"inputs": "x", "model": "ner"}, (404, "model_not_found")),
+        ({"inputs": ["x"] * 9}, (413, "payload_too_large")),
+        ({"inputs": "x" * 2001}, (413, "payload_too_large")),
+        ({"inputs": "word " * 100, "truncate": False}, (400, "input_too_long")),
+    ],
+)
+def test_contract_errors(server: Server, payload: dict[str, Any], expected: tuple[int, str]) -> None:
+    assert error(httpx.post(server.url + "/v1/classify", json=payload)) == expected
+
+
+def test_malformed_json_and_non_json(server: Server) -> None:
+    bad = httpx.post(
+        server.url + "/v1/sentiment", content=b'{"inputs": ', headers={"content-type": "application/json"}
+    )
+    assert error(bad) == (422, "validation_error")
+    assert "JSON" in bad.json()["error"]["message"]
+
+
+def test_truncation_is_the_default(server: Server) -> None:
+    r = httpx.post(server.url + "/v1/sentiment", json={"inputs": "word " * 100})
+    assert r.status_code == 200
+
+
+def test_body_over_the_byte_limit(fake_store: Path, make_server: Any) -> None:
+    srv = make_server(fake_store, max_body_bytes=200)
+    assert error(httpx.post(srv.url + "/v1/sentiment", json={"inputs": "x" * 300})) == (
+        413,
+        "payload_too_large",
+    )
+    # A streamed body without Content-Length is counted too.
+    chunks = iter([b'{"inputs": "', b"y" * 300, b'"}'])
+    assert error(httpx.post(srv.url + "/v1/sentiment", content=chunks)) == (413, "payload_too_large")
+    assert httpx.post(srv.url + "/v1/sentiment", json={"inputs": "short"}).status_code == 200
+
+
+def test_bad_deadline_header(server: Server) -> None:
+    r = httpx.post(server.url + "/v1/sentiment", json={"inputs": "x"}, headers={"x-deadline-ms": "soon"})
+    assert error(r) == (422, "validation_error")
+
+
+def test_api_keys(fake_store: Path, make_server: Any) -> None:
+    srv = make_server(fake_store, api_keys=["k1", "k2"])
+    url = srv.url
+    assert error(httpx.post(url + "/v1/sentiment", json={"inputs": "x"})) == (401, "unauthorized")
+    wrong = httpx.post(url + "/v1/sentiment", json={"inputs": "x"}, headers={"authorization": "Bearer k3"})
+    assert error(wrong) == (401, "unauthorized")
+    ok = httpx.post(url + "/v1/sentiment", json={"inputs": "x"}, headers={"authorization": "Bearer k2"})
+    assert ok.status_code == 200
+    assert error(httpx.get(url + "/v1/models")) == (401, "unauthorized")
+    # Probes stay open; /metrics needs a key only when metrics_auth is set.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(url + path).status_code == 200
+
+
+def test_metrics_auth(fake_store: Path, make_server: Any) -> None:
+    srv = make_server(fake_store, api_keys=["k1"], metrics_auth=True)
+    assert error(httpx.get(srv.url + "/metrics")) == (401, "unauthorized")
+    assert httpx.get(srv.url + "/metrics", headers={"authorization": "Bearer k1"}).status_code == 200
+
+
+def test_not_ready_while_the_store_cannot_load(tmp_path: Path, make_server: Any) -> None:
+    store = tmp_path / "store"
+    version = fakestore.publish(store, "sentiment", 1, fakestore.SENTIMENT_LABELS)
+    (version / "model.int8.onnx").write_bytes(b"corrupt")
+    srv = make_server(store, ready=False)
+    # Loading fails (sha256 mismatch): the process lives, but is never ready and answers not_ready.
+    assert httpx.get(srv.url + "/healthz").status_code == 200
+    ready = httpx.get(srv.url + "/readyz")
+    assert error(ready) == (503, "not_ready")
+    assert "sha256" in ready.json()["error"]["message"]
+    assert error(httpx.post(srv.url + "/v1/sentiment", json={"inputs": "x"})) == (503, "not_ready")
+
+
+def test_metrics_cover_the_contract(server: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    httpx.post(server.url + "/v1/sentiment", json={"inputs": ["a", "b"]})
+    httpx.post(server.url + "/v1/classify", json={"inputs": "x", "model": "nope"})
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)}
+    expected = {
+        "slimserve_request_duration_seconds": {"endpoint", "model"},
+        "slimserve_requests": {"endpoint", "model", "code"},
+        "slimserve_queue_duration_seconds": {"model"},
+        "slimserve_tokenize_duration_seconds": {"model"},
+        "slimserve_inference_duration_seconds": {"model", "variant"},
+        "slimserve_batch_size": {"model"},
+        "slimserve_batch_tokens": {"model"},
+        "slimserve_queue_depth": {"model"},
+        "slimserve_model_info": {"model", "version", "variant", "provider"},
+    }
+    for name, labels in expected.items():
+        assert name in families, name
+        sample_labels = {k for s in families[name].samples for k in s.labels if k not in ("le",)}
+        assert labels <= sample_labels, (name, sample_labels)
+    ok = [s for s in families["slimserve_requests"].samples if s.name == "slimserve_requests_total"]
+    assert any(s.labels == {"endpoint": "/v1/sentiment", "model": "sentiment", "code": "200"} for s in ok)
+    # An unknown model name never becomes a label value.
+    assert not any("nope" in v for s in ok for v in s.labels.values())
+    info = families["slimserve_model_info"].samples
+    assert {"model": "intent", "version": "1", "variant": "int8", "provider": "CPUExecutionProvider"} in [
+        s.labels for s in info
+    ]
