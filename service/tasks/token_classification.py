@@ -234,6 +234,8 @@ def merge_windows(encodings: Sequence[Encoding], logits: Sequence[np.ndarray], s
     centrality: list[int] = []
     start = 0  # global index of the current window's first content piece
     for k, (enc, rows) in enumerate(zip(encodings, logits, strict=True)):
+        # Each Encoding attribute access copies the whole list out of Rust: read them once.
+        enc_offsets, enc_words = enc.offsets, enc.word_ids
         content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
         n = len(content)
         if k > 0:
@@ -242,13 +244,13 @@ def merge_windows(encodings: Sequence[Encoding], logits: Sequence[np.ndarray], s
             g = start + j
             central = min(j, n - 1 - j)
             if g < len(offsets):
-                if offsets[g] != enc.offsets[pos]:
+                if offsets[g] != enc_offsets[pos]:
                     raise ValueError(f"window {k} does not overlap the previous one by {stride} pieces")
                 if central > centrality[g]:
                     chosen[g], centrality[g] = rows[pos], central
             else:
-                offsets.append(enc.offsets[pos])
-                word_ids.append(enc.word_ids[pos])
+                offsets.append(enc_offsets[pos])
+                word_ids.append(enc_words[pos])
                 chosen.append(rows[pos])
                 centrality.append(central)
     n_labels = logits[0].shape[-1] if logits else 0
