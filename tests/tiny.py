@@ -139,7 +139,8 @@ def build_tiny_store(store: Path, models: Sequence[str] = ("sentiment", "intent"
     from slimserve.build.recipe import parse_recipe
     from slimserve.build.verify import VerifyConfig
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # One thread: the tiny model gains nothing from more, and the machine is shared.
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="slimserve-tiny-") as tmp:
         work = Path(tmp)
         base = tiny_base_model(work / "base")

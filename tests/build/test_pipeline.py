@@ -1,0 +1,195 @@
+"""The whole build, end to end: the CLI on a few hundred real rows, the gate refusing a variant,
+failures that leave the store untouched."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from slimserve.build import publish as publish_mod
+from slimserve.build.errors import GateError, PublishError
+from slimserve.build.pipeline import BuildOptions, run_build
+from slimserve.build.recipe import parse_recipe
+from slimserve.build.verify import VerifyConfig
+from slimserve.service.store import model_names, read_manifest, verify_checksums, version_dir
+
+from tests.tiny import tiny_recipe
+
+pytestmark = pytest.mark.slow
+SLIMSERVE = str(Path(sys.executable).with_name("slimserve"))
+QUIET = BuildOptions(verify=VerifyConfig(latency_repeats=2), say=lambda _m: None)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("SLIMSERVE_DATA_DIR", None)
+    return subprocess.run([SLIMSERVE, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _store_is_empty(store: Path) -> bool:
+    return not store.exists() or not any(store.iterdir())
+
+
+def test_cli_build_publishes_and_models_lists(
+    tmp_path: Path, tiny_data_dir: Path, write_recipe: Callable[..., Path]
+) -> None:
+    store = tmp_path / "store"
+    recipe = write_recipe("sentiment")
+    done = _cli(
+        "build", str(recipe), "--profile", "quick", "--store", str(store), "--data-dir", str(tiny_data_dir)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "published sentiment version 1" in done.stdout
+    directory = version_dir(store, "sentiment", 1)
+    manifest = read_manifest(directory)
+    verify_checksums(directory, manifest)
+    assert set(manifest.variants) == {"fp32", "fp16", "int8"}
+    assert manifest.recipe["profile"] == "quick" and manifest.recipe["name"] == "sentiment"
+    assert manifest.data.source == "sst2/train.tsv, sst2/dev.tsv"
+    assert manifest.build["train_examples"] == 200  # type: ignore[attr-defined]
+    for variant in manifest.variants.values():
+        assert variant.parity.label_agreement >= 0.9
+        assert variant.latency_ms["batch_1"] > 0
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "manifest.json",
+        "model.fp16.onnx",
+        "model.fp32.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+    ]
+    listing = _cli("models", "--store", str(store))
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[1].split()[:5] == ["sentiment", "sequence-classification", "1", "1", "fp32"]
+    assert [line.split()[0] for line in lines[2:]] == ["fp16", "int8"]
+
+
+def _break(tmp_path: Path, tiny_data_dir: Path, how: str) -> tuple[Path, str]:
+    data = tmp_path / "data"
+    (data / "sst2").mkdir(parents=True)
+    dev = (tiny_data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8")
+    train = (tiny_data_dir / "sst2" / "train.tsv").read_text(encoding="utf-8")
+    (data / "sst2" / "dev.tsv").write_text(dev, encoding="utf-8")
+    if how == "missing":
+        return data, "sst2/train.tsv: data file not found"
+    if how == "unknown label":
+        train += "a sentence with a third label\t7\n"
+        expect = "label(s) ['7'] in the data are not in the recipe"
+    else:
+        train = "sentence\tlabel\n"
+        expect = "no examples"
+    (data / "sst2" / "train.tsv").write_text(train, encoding="utf-8")
+    return data, expect
+
+
+@pytest.mark.parametrize("how", ["missing", "unknown label", "empty"])
+def test_cli_data_errors_exit_1_and_write_nothing(
+    tmp_path: Path, tiny_data_dir: Path, write_recipe: Callable[..., Path], how: str
+) -> None:
+    data, expect = _break(tmp_path, tiny_data_dir, how)
+    store = tmp_path / "store"
+    done = _cli("build", str(write_recipe("sentiment")), "--store", str(store), "--data-dir", str(data))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and expect in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _store_is_empty(store)
+
+
+def test_cli_bad_recipe_field_and_bad_base_model(
+    tmp_path: Path, tiny_data_dir: Path, write_recipe: Callable[..., Path]
+) -> None:
+    store = tmp_path / "store"
+    bad = write_recipe("sentiment", max_seq_len="long")
+    done = _cli("build", str(bad), "--store", str(store), "--data-dir", str(tiny_data_dir))
+    assert done.returncode == 1 and "field `max_seq_len`" in done.stderr
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    done = _cli(
+        "build", str(write_recipe("sentiment", base_model=str(broken))), "--store", str(store),
+        "--data-dir", str(tiny_data_dir),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "cannot load the base model" in done.stderr and str(broken) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _store_is_empty(store)
+
+
+def test_cli_bad_usage_exits_2(write_recipe: Callable[..., Path]) -> None:
+    assert _cli("build", str(write_recipe("sentiment")), "--profile", "huge").returncode == 2
+    assert _cli("build").returncode == 2
+
+
+def _flip_classes(files: dict[str, Path]) -> None:
+    """Swap the two output classes of the int8 file: every prediction becomes the other label."""
+    model = onnx.load(str(files["int8"]))
+    for init in model.graph.initializer:
+        if "classifier" in init.name:
+            array = numpy_helper.to_array(init)
+            axis = next(i for i, n in enumerate(array.shape) if n == 2)
+            init.CopyFrom(numpy_helper.from_array(np.flip(array, axis=axis).copy(), init.name))
+    onnx.save(model, str(files["int8"]))
+
+
+def test_gate_refuses_a_degraded_variant_and_publishes_the_rest(tiny_base: Path, tmp_path: Path) -> None:
+    # Evaluate on the training rows after many steps: the tiny model memorises them, so the
+    # reference accuracy is far above chance and the flipped int8 far below it.
+    data = tmp_path / "data"
+    (data / "sst2").mkdir(parents=True)
+    rows = ["sentence\tlabel", *[f"good film number {i} , lovely\t1" for i in range(24)]]
+    rows += [f"bad film number {i} , awful\t0" for i in range(24)]
+    for name in ("train.tsv", "dev.tsv"):
+        (data / "sst2" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    raw = tiny_recipe("sentiment", tiny_base, gate={"max_accuracy_drop": 1.0})
+    raw["profiles"]["quick"] |= {"epochs": 15, "learning_rate": 3e-3, "batch_size": 8}
+    store = tmp_path / "store"
+    options = BuildOptions(verify=QUIET.verify, say=QUIET.say, on_variants=_flip_classes)
+    result = run_build(parse_recipe(raw), "quick", store, data, options)
+    manifest = result.manifest
+    assert manifest.reference_metrics["accuracy"] >= 0.9
+    assert set(manifest.variants) == {"fp32", "fp16"}
+    assert [r.name for r in result.refused] == ["int8"]
+    assert "max_accuracy_drop = 1.0" in manifest.refused["int8"]  # type: ignore[attr-defined]
+    assert not (result.path / "model.int8.onnx").exists()
+    verify_checksums(result.path, manifest)
+
+
+def test_no_passing_variant_fails_and_publishes_nothing(
+    tiny_base: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    # A negative allowance demands that a variant beat PyTorch: none can.
+    raw = tiny_recipe("sentiment", tiny_base, gate={"max_accuracy_drop": -1.0}, variants=["fp32", "int8"])
+    store = tmp_path / "store"
+    with pytest.raises(GateError, match=r"no variant passed.*fp32: .*int8: .*nothing published"):
+        run_build(parse_recipe(raw), "quick", store, tiny_data_dir, QUIET)
+    assert model_names(store) == []
+    assert _store_is_empty(store)
+
+
+def test_full_disk_during_publish_leaves_no_trace(
+    tiny_base: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_copy = publish_mod.shutil.copyfile
+    copied: list[str] = []
+
+    def filling_copy(src: Path, dst: Path) -> object:
+        if copied:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        copied.append(str(dst))
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(publish_mod.shutil, "copyfile", filling_copy)
+    store = tmp_path / "store"
+    with pytest.raises(PublishError, match="disk is full"):
+        run_build(parse_recipe(tiny_recipe("intent", tiny_base)), "quick", store, tiny_data_dir, QUIET)
+    assert copied, "the injected failure never ran"
+    assert sorted(p.name for p in store.rglob("*")) == []
