@@ -5,6 +5,7 @@ server, ONNX Runtime and the app are imported when the command runs."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,9 @@ def run_server(settings: Settings) -> int:
         access_log=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in place; a
+    # no-op handler here turns a completed drain into exit code 0 instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run()
     if failure:
         typer.echo(f"slimserve serve: could not load the store: {failure[0]}", err=True)

@@ -303,8 +303,6 @@ class Engine:
                 self._run_batch(batch)
 
     def _run_batch(self, rows: list[_Row]) -> None:
-        if self.policy.debug_delay_ms:
-            time.sleep(self.policy.debug_delay_ms / 1000)
         self._batches += 1
         started = time.perf_counter()
         for row in rows:
@@ -313,6 +311,8 @@ class Engine:
                 t.started_at = started
                 self._metrics.queue_duration.labels(self.name).observe(started - t.enqueued_at)
         batch = pad([r.encoding for r in rows], self._pad_id)
+        if self.policy.debug_delay_ms:  # a test seam: the runner is observably busy
+            time.sleep(self.policy.debug_delay_ms / 1000)
         try:
             with self._device_lock:
                 t0 = time.perf_counter()

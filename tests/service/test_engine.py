@@ -1,0 +1,164 @@
+"""The engine on its own: batch selection, and batched results equal to unbatched ones."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from slimserve.service import store
+from slimserve.service.engine.batcher import BatchPolicy, Engine, select_batch
+from slimserve.service.engine.runner import OnnxRunner
+from slimserve.service.engine.tokenizer import TextTokenizer
+from slimserve.service.metrics import Metrics
+from slimserve.service.tasks.classification import ClassificationCodec, ClassifyParams
+from slimserve.service.tasks.token_classification import NerCodec, NerParams
+
+
+@dataclass(eq=False)
+class FakeRow:
+    length: int
+    seq: int
+
+
+def rows_of(lengths: list[int]) -> list[Any]:
+    return [FakeRow(n, i) for i, n in enumerate(lengths)]
+
+
+def test_oldest_row_is_always_taken_and_budget_holds() -> None:
+    rows = rows_of([100, 5, 6, 7, 90, 8])
+    batch = select_batch(rows, max_rows=32, max_tokens=200)
+    assert rows[0] in batch
+    assert len(batch) * max(r.length for r in batch) <= 200
+    assert [r.length for r in batch] == sorted(r.length for r in batch)
+
+
+def test_similar_lengths_are_grouped() -> None:
+    rows = rows_of([10, 100, 11, 99, 12, 98])
+    batch = select_batch(rows, max_rows=3, max_tokens=10_000)
+    assert sorted(r.length for r in batch) == [10, 11, 12]
+
+
+def test_a_row_over_the_budget_still_runs_alone() -> None:
+    rows = rows_of([500, 5])
+    assert select_batch(rows, max_rows=8, max_tokens=100) == [rows[0]]
+
+
+@given(
+    lengths=st.lists(st.integers(1, 64), min_size=1, max_size=60),
+    max_rows=st.integers(1, 16),
+    max_tokens=st.integers(1, 512),
+)
+def test_selection_invariants(lengths: list[int], max_rows: int, max_tokens: int) -> None:
+    rows = rows_of(lengths)
+    batch = select_batch(rows, max_rows, max_tokens)
+    assert rows[0] in batch
+    assert len(batch) == len({id(r) for r in batch}) <= max_rows
+    assert len(batch) == 1 or len(batch) * max(r.length for r in batch) <= max_tokens
+
+
+class EngineHarness:
+    """One engine per model on a private event loop thread, for direct ``submit`` calls."""
+
+    def __init__(self, directory: Path, policy: BatchPolicy) -> None:
+        manifest = store.read_manifest(directory)
+        tokenizer = TextTokenizer(directory / "tokenizer.json", manifest.max_seq_len)
+        codec: Any
+        if manifest.task == "token-classification":
+            codec = NerCodec(tokenizer, manifest.labels, stride=8)
+        else:
+            codec = ClassificationCodec(tokenizer, manifest.labels)
+        self.metrics = Metrics()
+        self.pool = ThreadPoolExecutor(1)
+        self.engine = Engine(
+            name=manifest.name,
+            version=1,
+            variant="fp32",
+            runner=OnnxRunner(directory / "model.fp32.onnx", intra_op_threads=1),
+            codec=codec,
+            metrics=self.metrics,
+            policy=policy,
+            tokenize_pool=self.pool,
+        )
+        self.engine.start()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def close(self) -> None:
+        self.run(self.engine.stop(1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sentiment_engine(fake_store: Path) -> Any:
+    # A debug delay lets concurrent submissions pile up, so batches really mix lengths.
+    h = EngineHarness(
+        store.version_dir(fake_store, "sentiment", 1), BatchPolicy(max_batch_tokens=256, debug_delay_ms=2)
+    )
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def ner_engine(fake_store: Path) -> Any:
+    h = EngineHarness(
+        store.version_dir(fake_store, "ner", 1), BatchPolicy(max_batch_tokens=512, debug_delay_ms=2)
+    )
+    yield h
+    h.close()
+
+
+WORDS = ["good", "bad", "film", "the", "not", "angela", "merkel", "visited", "paris", "unbelievably", "!"]
+texts_strategy = st.lists(
+    st.lists(st.sampled_from(WORDS), min_size=0, max_size=80).map(" ".join), min_size=1, max_size=24
+)
+
+
+async def _together(engine: Engine, groups: list[list[str]], params: Any) -> list[Any]:
+    deadline = time.monotonic() + 60
+    done = await asyncio.gather(*(engine.submit(g, params, deadline) for g in groups))
+    return [r for d in done for r in d.results]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=texts_strategy, split=st.integers(1, 6))
+def test_batched_equals_unbatched_classification(sentiment_engine: Any, texts: list[str], split: int) -> None:
+    params = ClassifyParams(top_k=2)
+    groups = [texts[i::split] for i in range(split) if texts[i::split]]
+    alone = [sentiment_engine.run(_together(sentiment_engine.engine, [[t]], params))[0] for t in texts]
+    mixed = sentiment_engine.run(_together(sentiment_engine.engine, groups, params))
+    order = [t for g in groups for t in g]
+    by_text = {t: r for t, r in zip(texts, alone, strict=True)}
+    for text, result in zip(order, mixed, strict=True):
+        expected = by_text[text]
+        assert result.label == expected.label
+        assert result.score == pytest.approx(expected.score, abs=1e-6)
+        assert [t.label for t in result.top] == [t.label for t in expected.top]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=texts_strategy)
+def test_batched_equals_unbatched_ner(ner_engine: Any, texts: list[str]) -> None:
+    params = NerParams("none")
+    alone = [ner_engine.run(_together(ner_engine.engine, [[t]], params))[0] for t in texts]
+    mixed = ner_engine.run(_together(ner_engine.engine, [[t] for t in texts], params))
+    for text, a, b in zip(texts, alone, mixed, strict=True):
+        assert [(e.entity, e.start, e.end) for e in a.entities] == [
+            (e.entity, e.start, e.end) for e in b.entities
+        ]
+        assert np.allclose([e.score for e in a.entities], [e.score for e in b.entities], atol=1e-6)
+        assert all(text[e.start : e.end] == e.text for e in b.entities)
