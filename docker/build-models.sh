@@ -8,12 +8,14 @@ STORE="${SLIMSERVE_STORE:-/models}"
 PROFILE="${PROFILE:-quick}"
 MODELS="${MODELS:-sentiment intent ner}"
 RECIPES_DIR="${RECIPES_DIR:-/src/build/recipes}"
+DATA_MOUNT="${DATA_MOUNT:-/data}"
 
-if [ -f /data/sst2/train.tsv ] || [ -f /data/banking77/train.csv ] || [ -f /data/conll2003/train.txt ]; then
-  export SLIMSERVE_DATA_DIR=/data
+if [ -f "$DATA_MOUNT/sst2/train.tsv" ] || [ -f "$DATA_MOUNT/banking77/train.csv" ] \
+   || [ -f "$DATA_MOUNT/conll2003/train.txt" ]; then
+  export SLIMSERVE_DATA_DIR="$DATA_MOUNT"
 else
   unset SLIMSERVE_DATA_DIR
-  echo "build-models: no data mirror at /data; recipes will download from the Hugging Face Hub" >&2
+  echo "build-models: no data mirror at $DATA_MOUNT; recipes will download from the Hugging Face Hub" >&2
 fi
 
 for model in $MODELS; do
