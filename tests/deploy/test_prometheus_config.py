@@ -62,3 +62,11 @@ def test_compose_scrape_job_discovers_every_api_replica() -> None:
     (dns,) = job["dns_sd_configs"]
     assert set(dns["names"]) == {"api", "api-gpu"}
     assert dns["port"] == 8000
+
+
+def test_promtool_unit_tests_of_the_alerts() -> None:
+    # Synthetic series drive each alert through pending -> firing with its exact labels and annotations,
+    # and prove that 4xx alone never pages (docker/prometheus/tests/slimserve.test.yml).
+    result = _promtool("test", "rules", str(DOCKER / "prometheus" / "tests" / "slimserve.test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
