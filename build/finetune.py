@@ -70,8 +70,9 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
             AutoTokenizer.from_pretrained(source).save_pretrained(str(work / "tokenizer"))
             shutil.copyfile(work / "tokenizer" / TOKENIZER, tokenizer_json)
     except Exception as exc:  # transformers raises OSError, ValueError, and its own types
+        reason = " ".join(str(exc).split()).rstrip(".")
         raise BaseModelError(
-            f"cannot load the base model {recipe.base_model!r} (resolved to {source}): {exc}. "
+            f"cannot load the base model {recipe.base_model!r} (resolved to {source}): {reason}. "
             "Use a local model directory, a Hugging Face hub id (online), or the default "
             f"{DEFAULT_BASE_MODEL!r}"
         ) from exc
