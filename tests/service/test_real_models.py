@@ -1,0 +1,66 @@
+"""The server on real (tiny) transformer models built by the build pipeline: what it answers equals
+the runner + decoder applied directly, and the serving process never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from slimserve.service import store
+from slimserve.service.engine.runner import OnnxRunner
+from slimserve.service.engine.tokenizer import TextTokenizer, pad
+from slimserve.service.tasks.classification import decode
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TEXTS = [
+    "a charming and often affecting journey",
+    "unflinchingly bleak and desperate",
+    "my card has not arrived yet, where is it?",
+    "the exchange rate you applied to my transfer looks wrong " * 8,
+]
+
+
+def direct(directory: Path, texts: list[str], top_k: int) -> list[Any]:
+    manifest = store.read_manifest(directory)
+    tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
+    runner = OnnxRunner(directory / manifest.variants["int8"].file, intra_op_threads=1)
+    out = []
+    for text in texts:  # one at a time: no batching, no padding
+        batch = pad(tokenizer.encode([text]))
+        logits = runner.run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        out.append(decode(logits, manifest.labels, top_k)[0])
+    return out
+
+
+def test_real_models_serve_what_the_runner_computes(tiny_store: Path, make_server: Any) -> None:
+    srv = make_server(tiny_store, warmup=True)
+    models = {m["name"]: m for m in httpx.get(srv.url + "/v1/models").json()["models"]}
+    assert {"sentiment", "intent"} <= set(models)
+    for name, path in (("sentiment", "/v1/sentiment"), ("intent", "/v1/classify")):
+        info = models[name]
+        assert (info["variant"], info["provider"]) == ("int8", "CPUExecutionProvider")
+        r = httpx.post(srv.url + path, json={"inputs": TEXTS, "top_k": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+        expected = direct(store.version_dir(tiny_store, name, info["version"]), TEXTS, 2)
+        for got, want in zip(r.json()["results"], expected, strict=True):
+            assert got["label"] == want.label
+            assert got["score"] == pytest.approx(want.score, abs=1e-4)
+            assert [t["label"] for t in got["top"]] == [t.label for t in want.top]
+
+
+def test_serving_never_imports_torch(tiny_store: Path) -> None:
+    code = (
+        "import sys, asyncio;"
+        "from slimserve.service.app import create_app;"
+        "from slimserve.service.settings import Settings;"
+        f"app = create_app(Settings(store={str(tiny_store)!r}, warmup=False));"
+        "asyncio.run(app.state.registry.load_all());"
+        "bad = [m for m in ('torch', 'transformers', 'onnx', 'optimum') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
