@@ -85,6 +85,7 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}
         self.ready = False
         self.loading_error: str | None = None
+        self._refused: dict[str, int] = {}  # newest version polling already refused, per model
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -268,11 +269,12 @@ class Registry:
                 if name in self.settings.pins:
                     continue
                 newest = (store.versions(self.settings.store, name) or [0])[-1]
-                if newest > served.version:
+                if newest > served.version and self._refused.get(name) != newest:
                     try:
                         await self.reload(name, newest)
                     except ReloadFailed:
-                        log.warning("polling: %s v%d refused; retrying on the next poll", name, newest)
+                        # Versions are immutable: one refusal is final until a newer version appears.
+                        self._refused[name] = newest
 
     async def close(self, grace_s: float) -> None:
         engines = list(self._engines.values())

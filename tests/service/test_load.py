@@ -236,3 +236,20 @@ def _metric(url: str, name: str) -> float:
 
     text = httpx.get(url + "/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def test_store_polling_picks_up_a_new_version(tmp_path: Path, make_server: Any) -> None:
+    store = tmp_path / "store"
+    fakestore.publish(store, "sentiment", 1, fakestore.SENTIMENT_LABELS, seed=1)
+    srv: Server = make_server(store, poll_interval_s=0.05)
+    bad = fakestore.publish(store, "sentiment", 2, fakestore.SENTIMENT_LABELS)
+    (bad / "model.int8.onnx").write_bytes(b"tampered")
+    wait_for(lambda: srv.metric("slimserve_model_reloads_total", {"outcome": "failed"}) == 1)
+    fakestore.publish(store, "sentiment", 3, fakestore.SENTIMENT_LABELS, seed=7)
+
+    def version() -> int:
+        return int(httpx.get(srv.url + "/v1/models").json()["models"][0]["version"])
+
+    wait_for(lambda: version() == 3)
+    # The refused version was tried once, not on every poll.
+    assert srv.metric("slimserve_model_reloads_total", {"outcome": "failed"}) == 1
