@@ -85,6 +85,7 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}
         self.ready = False
         self.loading_error: str | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # old engines draining after a swap
         self._refused: dict[str, int] = {}  # newest version polling already refused, per model
 
     # -- queries -----------------------------------------------------------------------------------
@@ -257,7 +258,9 @@ class Registry:
             self.metrics.reloads.labels(name, "ok").inc()
             log.info("reloaded %s: v%s -> v%d", name, previous.version if previous else None, served.version)
         if old_engine is not None:
-            asyncio.get_running_loop().create_task(old_engine.stop(self.settings.shutdown_grace_s))
+            task = asyncio.get_running_loop().create_task(old_engine.stop(self.settings.shutdown_grace_s))
+            self._retiring.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._retiring.discard)
         return previous, served
 
     async def poll(self) -> None:
@@ -279,4 +282,4 @@ class Registry:
     async def close(self, grace_s: float) -> None:
         engines = list(self._engines.values())
         self.ready = False
-        await asyncio.gather(*(e.stop(grace_s) for e in engines))
+        await asyncio.gather(*(e.stop(grace_s) for e in engines), *self._retiring)
