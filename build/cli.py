@@ -60,6 +60,10 @@ def build(
         result = run_build(spec, profile, store, data_dir)
     except BuildError as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        # Scratch space (the system temp dir) full or unwritable: still one message, exit 1.
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise _fail(f"{where}{exc.strerror or exc}; nothing was published") from None
     refused = ", ".join(r.name for r in result.refused)
     typer.echo(
         f"published {result.name} version {result.version} "

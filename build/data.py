@@ -238,4 +238,6 @@ def load_dataset(recipe: Recipe, training: TrainSpec, data_dir: Path | None) -> 
     train = subsample(train, training.max_train_rows, recipe.seed)
     evaluation = subsample(evaluation, training.max_eval_rows, recipe.seed)
     source = ", ".join(str(p.relative_to(data_dir)) for p in files)
+    if spec.eval is None:
+        source += f" (eval: stratified {spec.eval_split:.0%} of train, seed {recipe.seed})"
     return Dataset(train, evaluation, source, _hash_files(files))
