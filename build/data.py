@@ -104,7 +104,7 @@ def _read_jsonl_pairs(path: Path, spec: DataSpec) -> list[tuple[str, str]]:
     return rows
 
 
-def _read_tagged(path: Path, spec: DataSpec) -> Examples:
+def _read_tagged(path: Path, spec: DataSpec) -> list[tuple[list[str], list[str]]]:
     from slimserve.build import conll
 
     try:
@@ -113,53 +113,48 @@ def _read_tagged(path: Path, spec: DataSpec) -> Examples:
         raise _open_error(path, exc) from exc
     except ValueError as exc:
         raise DataError(f"{path}: not readable as {spec.format} ({exc})") from exc
-    return Examples([list(s.tokens) for s in sentences], [list(s.tags) for s in sentences])
+    return [(list(s.tokens), list(s.tags)) for s in sentences]
 
 
-def _read_classified(path: Path, recipe: Recipe) -> Examples:
+def _read_pairs(path: Path, recipe: Recipe) -> list[Any]:
     spec = recipe.data
-    if spec.format == "tsv":
-        rows = _read_delimited(path, spec, "\t")
-    elif spec.format == "csv":
-        rows = _read_delimited(path, spec, ",")
-    elif spec.format == "jsonl":
-        rows = _read_jsonl_pairs(path, spec)
-    else:
+    token_task = recipe.task == "token-classification"
+    fits = spec.format in ("conll", "jsonl") if token_task else spec.format in ("tsv", "csv", "jsonl")
+    if not fits:
         raise DataError(f"{path}: data.format {spec.format!r} does not fit task {recipe.task!r}")
-    label2id = {name: i for i, name in enumerate(recipe.labels)}
-    texts: list[str] = []
-    ids: list[int] = []
-    unknown: set[str] = set()
-    for text, raw in rows:
-        name = spec.label_map.get(raw, raw) if spec.label_map else raw
-        if name not in label2id:
-            unknown.add(raw)
-            continue
-        texts.append(text)
-        ids.append(label2id[name])
-    if unknown:
-        shown = sorted(unknown)[:10]
-        raise DataError(
-            f"{path}: label(s) {shown}{' ...' if len(unknown) > 10 else ''} in the data are not in the "
-            f"recipe's `labels` (or data.label_map); add them to the recipe or fix the data"
-        )
-    return Examples(texts, ids)
+    if token_task:
+        return _read_tagged(path, spec)
+    if spec.format == "jsonl":
+        return _read_jsonl_pairs(path, spec)
+    return _read_delimited(path, spec, "\t" if spec.format == "tsv" else ",")
 
 
-def _read(path: Path, recipe: Recipe) -> Examples:
+def _check(pairs: list[Any], recipe: Recipe, origin: str) -> Examples:
+    """Examples from raw (input, label) pairs; every label must be one of the recipe's."""
+    if not pairs:
+        raise DataError(f"{origin}: no examples in the data")
     if recipe.task == "token-classification":
-        if recipe.data.format not in ("conll", "jsonl"):
-            raise DataError(f"{path}: data.format {recipe.data.format!r} does not fit token classification")
-        examples = _read_tagged(path, recipe.data)
-        allowed = set(recipe.labels)
-        unknown = sorted({t for tags in examples.targets for t in tags} - allowed)
+        unknown = sorted({t for _, tags in pairs for t in tags} - set(recipe.labels))
         if unknown:
-            raise DataError(f"{path}: tag(s) {unknown[:10]} in the data are not in the recipe's `labels`")
-    else:
-        examples = _read_classified(path, recipe)
-    if len(examples) == 0:
-        raise DataError(f"{path}: no examples in the data file")
-    return examples
+            raise DataError(f"{origin}: tag(s) {unknown[:10]} in the data are not in the recipe's `labels`")
+        return Examples([words for words, _ in pairs], [tags for _, tags in pairs])
+    label_map = recipe.data.label_map or {}
+    label2id = {name: i for i, name in enumerate(recipe.labels)}
+    ids: list[int] = []
+    unknown_raw: set[str] = set()
+    for _, raw in pairs:
+        name = label_map.get(raw, raw)
+        if name in label2id:
+            ids.append(label2id[name])
+        else:
+            unknown_raw.add(raw)
+    if unknown_raw:
+        shown = sorted(unknown_raw)[:10]
+        raise DataError(
+            f"{origin}: label(s) {shown}{' ...' if len(unknown_raw) > 10 else ''} in the data are not in "
+            f"the recipe's `labels` (or data.label_map); add them to the recipe or fix the data"
+        )
+    return Examples([text for text, _ in pairs], ids)
 
 
 def _present_labels(recipe: Recipe, examples: Examples) -> set[str]:
@@ -207,37 +202,54 @@ def _hash_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+def _hash_rows(*parts: list[Any] | None) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
 def load_dataset(recipe: Recipe, training: TrainSpec, data_dir: Path | None) -> Dataset:
     """Train and evaluation examples for one build, checked against the recipe's labels both ways."""
     spec = recipe.data
-    if data_dir is None:
+    if data_dir is not None:
+        train_path = data_dir / spec.train
+        origin = str(train_path)
+        train = _check(_read_pairs(train_path, recipe), recipe, str(train_path))
+        files = [train_path]
+        evaluation: Examples | None = None
+        if spec.eval is not None:
+            eval_path = data_dir / spec.eval
+            evaluation = _check(_read_pairs(eval_path, recipe), recipe, str(eval_path))
+            files.append(eval_path)
+        source = ", ".join(str(p.relative_to(data_dir)) for p in files)
+        digest = _hash_files(files)
+    elif spec.hub is not None:
+        from slimserve.build.hub import hub_rows
+
+        train_rows, eval_rows, source = hub_rows(recipe)
+        origin = source
+        train = _check(train_rows, recipe, f"{source} train")
+        evaluation = None if eval_rows is None else _check(eval_rows, recipe, f"{source} eval")
+        digest = _hash_rows(train_rows, eval_rows)
+    else:
         raise DataError(
             "no data directory: pass --data-dir or set SLIMSERVE_DATA_DIR to the local data mirror"
-            + (f" (hub fallback for {spec.hub!r} needs the `datasets` package)" if spec.hub else "")
         )
-    train_path = data_dir / spec.train
-    train = _read(train_path, recipe)
-    files = [train_path]
-    if spec.eval is not None:
-        eval_path = data_dir / spec.eval
-        evaluation = _read(eval_path, recipe)
-        files.append(eval_path)
-    else:
+    if evaluation is None:
         train, evaluation = stratified_split(train, spec.eval_split, recipe.seed)
         if len(evaluation) == 0:
-            raise DataError(f"{train_path}: too few examples to carve an evaluation split")
+            raise DataError(f"{origin}: too few examples to carve an evaluation split")
+        source += f" (eval: stratified {spec.eval_split:.0%} of train, seed {recipe.seed})"
     missing = sorted(set(recipe.labels) - _present_labels(recipe, train))
     if recipe.task == "token-classification":
         # 'O' and rare I- tags may be absent without harm; an entity type with no B- is an error.
         missing = [m for m in missing if m.startswith("B-")]
     if missing:
         raise DataError(
-            f"{train_path}: recipe label(s) {missing[:10]} never occur in the training data; "
+            f"{origin}: recipe label(s) {missing[:10]} never occur in the training data; "
             f"remove them from the recipe's `labels` or use the right data file"
         )
     train = subsample(train, training.max_train_rows, recipe.seed)
     evaluation = subsample(evaluation, training.max_eval_rows, recipe.seed)
-    source = ", ".join(str(p.relative_to(data_dir)) for p in files)
-    if spec.eval is None:
-        source += f" (eval: stratified {spec.eval_split:.0%} of train, seed {recipe.seed})"
-    return Dataset(train, evaluation, source, _hash_files(files))
+    return Dataset(train, evaluation, source, digest)

@@ -116,3 +116,13 @@ def test_subset_limits_rows(tiny_data_dir: Path) -> None:
     recipe = _recipe("sentiment", profiles={"quick": {"max_train_rows": 50, "max_eval_rows": 10}})
     data = load_dataset(recipe, recipe.training("quick"), tiny_data_dir)
     assert (len(data.train), len(data.eval)) == (50, 10)
+
+
+def test_without_a_data_dir_the_hub_fallback_or_a_clear_error() -> None:
+    recipe = _recipe("sentiment")
+    with pytest.raises(DataError, match="no data directory: pass --data-dir"):
+        load_dataset(recipe, recipe.training("quick"), None)
+    online = _recipe("sentiment", data={**recipe.data.model_dump(), "hub": "stanfordnlp/sst2"})
+    # Offline (tests never reach the network): either `datasets` is missing or the Hub is unreachable.
+    with pytest.raises(DataError, match=r"stanfordnlp/sst2.*(`datasets` package|cannot load it)"):
+        load_dataset(online, online.training("quick"), None)
