@@ -117,3 +117,20 @@ def test_gate_uses_f1_for_token_classification() -> None:
     report = VariantReport("int8", Path("x"), {"f1": 0.80}, 0.0, 1.0, {}, 1)
     gate([report], {"f1": 0.85}, "token-classification", GateSpec(max_accuracy_drop=100, max_f1_drop=2.0))
     assert not report.passed and "max_f1_drop" in report.reason
+
+
+def test_length_grouped_batches_cover_every_row_once_and_cut_padding() -> None:
+    from slimserve.build.finetune import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(3, 60, size=1000))
+    batches = length_grouped_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    shuffled = np.random.default_rng(1).permutation(1000)
+    naive = sum(32 * max(lengths[i] for i in shuffled[s : s + 32]) for s in range(0, 1000, 32))
+    assert padded < 0.7 * naive
+    again = length_grouped_batches(lengths, 32, np.random.default_rng(1))
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
