@@ -8,25 +8,11 @@ import csv
 import os
 import random
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """What a benchmarked task needs: its endpoint, the baseline's pipeline, its inputs."""
-
-    model: str
-    path: str
-    pipeline: str
-
-
-TASKS = {
-    "sentiment": Task("sentiment", "/v1/sentiment", "text-classification"),
-    "classify": Task("intent", "/v1/classify", "text-classification"),
-}
 
 
 def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
@@ -36,6 +22,22 @@ def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
     texts = [r[0].strip() for r in rows if 5 <= len(r[0].split()) <= 60]
     random.Random(seed).shuffle(texts)
     return texts[:n]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What a benchmarked task needs: its model and endpoint, the baseline's pipeline, its inputs."""
+
+    model: str
+    path: str
+    pipeline: str
+    inputs: Callable[[Path], list[str]] = sst2_sentences
+
+
+TASKS = {
+    "sentiment": Task("sentiment", "/v1/sentiment", "text-classification"),
+    "classify": Task("intent", "/v1/classify", "text-classification"),
+}
 
 
 def baseline_checkpoint(store: Path, model: str, given: Path | None) -> tuple[Path, str]:
@@ -95,7 +97,7 @@ def bench(
         raise typer.BadParameter(f"unknown task {task!r}; one of {', '.join(TASKS)}", param_hint="--task")
     spec = TASKS[task]
     levels = [int(x) for x in concurrency.split(",") if x.strip()]
-    texts = sst2_sentences(data_dir)
+    texts = spec.inputs(data_dir)
     slimserve_bin = str(Path(_python()).parent / "slimserve")
     servers: list[tuple[ServerProcess, float]] = []
     notes: list[str] = []

@@ -48,11 +48,12 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         async def load() -> None:
             try:
                 await registry.load_all()
-            except ServiceError as exc:
-                registry.loading_error = exc.message
-                log.error("start-up failed: %s", exc.message)
+            except Exception as exc:
+                message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+                registry.loading_error = message
+                log.error("start-up failed: %s", message)
                 if on_fatal is not None:
-                    on_fatal(exc.message)
+                    on_fatal(message)
                 return
             log.info("ready: serving %s", ", ".join(s.name for s in registry.served()) or "no models")
             if settings.poll_interval_s > 0:

@@ -51,6 +51,7 @@ def serve(
     max_queue: int | None = typer.Option(None, "--max-queue", help=_help("max_queue")),
     retry_after_s: int | None = typer.Option(None, "--retry-after-s", help=_help("retry_after_s")),
     intra_op_threads: int | None = typer.Option(None, "--intra-op-threads", help=_help("intra_op_threads")),
+    ort_spin: bool | None = typer.Option(None, "--ort-spin/--no-ort-spin", help=_help("ort_spin")),
     tokenizer_threads: int | None = typer.Option(
         None, "--tokenizer-threads", help=_help("tokenizer_threads")
     ),
@@ -88,6 +89,7 @@ def serve(
         "max_queue": max_queue,
         "retry_after_s": retry_after_s,
         "intra_op_threads": intra_op_threads,
+        "ort_spin": ort_spin,
         "tokenizer_threads": tokenizer_threads,
         "max_inputs": max_inputs,
         "max_body_bytes": max_body_bytes,

@@ -149,7 +149,9 @@ class Registry:
             store.verify_checksums(directory, manifest)
             tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
             providers = [CUDA, CPU] if provider == CUDA else [CPU]
-            runner = OnnxRunner(directory / manifest.variants[variant].file, providers, s.threads())
+            runner = OnnxRunner(
+                directory / manifest.variants[variant].file, providers, s.threads(), s.ort_spin
+            )
             if (
                 runner.provider != provider
                 and forced is None
@@ -160,7 +162,9 @@ class Registry:
                     "model %s: %s unavailable, ONNX Runtime runs on %s", name, provider, runner.provider
                 )
                 variant = choose_variant(manifest, None, runner.provider)
-                runner = OnnxRunner(directory / manifest.variants[variant].file, [CPU], s.threads())
+                runner = OnnxRunner(
+                    directory / manifest.variants[variant].file, [CPU], s.threads(), s.ort_spin
+                )
         except (store.StoreError, RunnerError, OSError, ValueError) as exc:
             raise ReloadFailed(f"model {name!r} v{version}: {exc}") from exc
         on_gpu = runner.provider == CUDA
@@ -207,29 +211,29 @@ class Registry:
         )
 
     async def load_all(self) -> None:
-        """Start-up: load every target model (in turn: they share the cores), then mark ready."""
+        """Start-up: load every target model, then mark ready. Models load concurrently: hashing and
+        session creation release the GIL, so one model's I/O overlaps another's warm-up."""
         names = self.target_names()
         missing = sorted(set(self.settings.models) - set(names))
         if missing:
             raise ReloadFailed(f"models {missing} are not in the store {self.settings.store}")
-        for name in names:
-            started = time.perf_counter()
-            try:
-                served, engine = await asyncio.to_thread(self._load, name, None)
-            except ReloadFailed:
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(asyncio.to_thread(self._load, name, None) for name in names), return_exceptions=True
+        )
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
                 self.metrics.reloads.labels(name, "failed").inc()
-                raise
+                continue
+            served, engine = outcome
             self._engines[name] = engine
             self._publish(served)
             self.metrics.reloads.labels(name, "ok").inc()
-            log.info(
-                "loaded %s v%d (%s on %s) in %.2f s",
-                name,
-                served.version,
-                served.variant,
-                served.provider,
-                time.perf_counter() - started,
-            )
+            log.info("loaded %s v%d (%s on %s)", name, served.version, served.variant, served.provider)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        log.info("loaded %d models in %.2f s", len(names), time.perf_counter() - started)
         self.ready = True
 
     async def reload(self, name: str, version: int | None = None) -> tuple[Served | None, Served]:

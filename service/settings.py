@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         description="ONNX Runtime threads per session; 0 means every core this process may use. Only one "
         "session runs at a time on CPU, and tokenization is one thread, so cores are not oversubscribed.",
     )
+    ort_spin: bool = Field(
+        False,
+        description="Let idle ONNX Runtime threads busy-wait between ops. Off: on a few shared cores the "
+        "spinning steals CPU from the event loop and tokenizer; turn on for a dedicated many-core box.",
+    )
     tokenizer_threads: int = Field(
         1,
         ge=1,
@@ -141,7 +146,7 @@ class Settings(BaseSettings):
     # -- lifecycle --
     warmup: bool = Field(
         True,
-        description="Run every batch shape once before /readyz turns 200, so first requests aren't slow.",
+        description="Run each sequence length once before /readyz turns 200, so first requests aren't slow.",
     )
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM, time given to in-flight requests (30 s: Kubernetes' default)."

@@ -166,14 +166,15 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def warmup(self, lengths: Sequence[int], filler: Sequence[int]) -> int:
-        """Run each length at batch 1 and the longest at a full budget; returns the logits width.
+        """Run each length at batch 1, and a multi-row batch at the shortest; returns the logits width.
 
-        ``filler`` is a real encoding's ids (the model's own vocabulary), tiled to each length.
-        Called before ``start`` on the loading thread, so the first requests find warm arenas."""
+        ``filler`` is a real encoding's ids (the model's own vocabulary), tiled to each length. Called
+        before ``start`` on the loading thread, so first requests find initialized kernels and arenas.
+        A full-budget batch is left out on purpose: it costs ~0.1-1 s of CPU per model at start-up and
+        teaches ORT nothing a first real batch would not."""
         width = 0
-        longest = max(lengths)
-        full = max(1, min(self.policy.max_batch_size, self.policy.max_batch_tokens // longest))
-        shapes = [(1, n) for n in sorted(set(lengths))] + [(full, longest)]
+        shortest = min(lengths)
+        shapes = [(1, n) for n in sorted(set(lengths))] + [(min(8, self.policy.max_batch_size), shortest)]
         for rows, length in shapes:
             row = np.resize(np.asarray(filler, dtype=np.int64), length)
             ids = np.tile(row, (rows, 1))

@@ -41,6 +41,7 @@ class OnnxRunner:
         path: Path,
         providers: Sequence[str] = (CPU,),
         intra_op_threads: int = 0,
+        spin: bool = True,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -48,6 +49,10 @@ class OnnxRunner:
         # threads and ORT threads never oversubscribe the machine.
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        if not spin:
+            # Idle ORT threads otherwise busy-wait for the next op, taking cycles from the event loop,
+            # the tokenizer and other processes on a small or shared CPU.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=list(providers))
