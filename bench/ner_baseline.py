@@ -15,11 +15,20 @@ import argparse
 import threading
 from typing import Any
 
+from pydantic import BaseModel
+
+
+class NerRequest(BaseModel):
+    """The contract's request shape (module level: FastAPI resolves the annotation by name)."""
+
+    inputs: str | list[str]
+    aggregation: str = "simple"
+    model: str | None = None
+
 
 def create_baseline_app(model_dir: str, threads: int = 2) -> Any:
     import torch
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from transformers import pipeline
 
     torch.set_num_threads(threads)
@@ -27,17 +36,12 @@ def create_baseline_app(model_dir: str, threads: int = 2) -> Any:
     lock = threading.Lock()
     app = FastAPI(title="ner-baseline")
 
-    class Request(BaseModel):
-        inputs: str | list[str]
-        aggregation: str = "simple"
-        model: str | None = None
-
     @app.get("/readyz")
     def ready() -> dict[str, str]:
         return {"status": "ready"}
 
     @app.post("/v1/ner")
-    def run(body: Request) -> dict[str, Any]:
+    def run(body: NerRequest) -> dict[str, Any]:
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         results = []
         for text in texts:
