@@ -47,6 +47,9 @@ def serve(
     poll_interval_s: float | None = typer.Option(None, "--poll-interval-s", help=_help("poll_interval_s")),
     max_batch_size: int | None = typer.Option(None, "--max-batch-size", help=_help("max_batch_size")),
     max_batch_tokens: int | None = typer.Option(None, "--max-batch-tokens", help=_help("max_batch_tokens")),
+    batch_overhead_tokens: int | None = typer.Option(
+        None, "--batch-overhead-tokens", help=_help("batch_overhead_tokens")
+    ),
     batch_wait_ms: float | None = typer.Option(None, "--batch-wait-ms", help=_help("batch_wait_ms")),
     max_queue: int | None = typer.Option(None, "--max-queue", help=_help("max_queue")),
     retry_after_s: int | None = typer.Option(None, "--retry-after-s", help=_help("retry_after_s")),
@@ -85,6 +88,7 @@ def serve(
         "poll_interval_s": poll_interval_s,
         "max_batch_size": max_batch_size,
         "max_batch_tokens": max_batch_tokens,
+        "batch_overhead_tokens": batch_overhead_tokens,
         "batch_wait_ms": batch_wait_ms,
         "max_queue": max_queue,
         "retry_after_s": retry_after_s,

@@ -178,6 +178,7 @@ class Registry:
             policy=BatchPolicy(
                 max_batch_size=s.max_batch_size,
                 max_batch_tokens=s.max_batch_tokens,
+                overhead_tokens=s.effective_overhead_tokens(on_gpu),
                 wait_ms=s.effective_batch_wait_ms(on_gpu),
                 max_queue=s.max_queue,
                 retry_after_s=s.retry_after_s,

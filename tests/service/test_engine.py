@@ -52,17 +52,30 @@ def test_a_row_over_the_budget_still_runs_alone() -> None:
     assert select_batch(rows, max_rows=8, max_tokens=100) == [rows[0]]
 
 
+def test_padding_beyond_the_call_overhead_is_refused() -> None:
+    rows = rows_of([20, 21, 27, 40, 19, 12])
+    batch = select_batch(rows, max_rows=32, max_tokens=10_000, overhead_tokens=4)
+    assert sorted(r.length for r in batch) == [19, 20, 21]
+    assert len(select_batch(rows, max_rows=32, max_tokens=10_000)) == 6
+
+
 @given(
     lengths=st.lists(st.integers(1, 64), min_size=1, max_size=60),
     max_rows=st.integers(1, 16),
     max_tokens=st.integers(1, 512),
+    overhead=st.none() | st.integers(0, 64),
 )
-def test_selection_invariants(lengths: list[int], max_rows: int, max_tokens: int) -> None:
+def test_selection_invariants(
+    lengths: list[int], max_rows: int, max_tokens: int, overhead: int | None
+) -> None:
     rows = rows_of(lengths)
-    batch = select_batch(rows, max_rows, max_tokens)
+    batch = select_batch(rows, max_rows, max_tokens, overhead)
     assert rows[0] in batch
     assert len(batch) == len({id(r) for r in batch}) <= max_rows
     assert len(batch) == 1 or len(batch) * max(r.length for r in batch) <= max_tokens
+    if overhead is not None:
+        longest = max(r.length for r in batch)
+        assert all(longest - r.length <= overhead * len(batch) for r in batch)
 
 
 class EngineHarness:
