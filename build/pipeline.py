@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,7 +125,10 @@ def run_build(
             elif name == "fp16":
                 files[name] = to_fp16(fused.path, work / "model.fp16.onnx", opts.fp16)
             elif name == "int8":
-                files[name] = to_int8(fused.path, work / "model.int8.onnx", opts.int8)
+                quant = recipe.quantization
+                source = fused.path if quant.int8_source == "fused" else raw
+                config = replace(opts.int8, per_channel=quant.per_channel, reduce_range=quant.reduce_range)
+                files[name] = to_int8(source, work / "model.int8.onnx", config)
         if opts.on_variants is not None:
             opts.on_variants(files)
 

@@ -60,6 +60,16 @@ class GateSpec(_Strict):
     max_f1_drop: float = 1.0
 
 
+class QuantSpec(_Strict):
+    """int8 settings. ``int8_source: exported`` quantizes the graph before the transformer fusions
+    (ORT then fuses at session start without QAttention): faster at batch 32, slower at batch 1 with
+    two threads on this CPU (docs/BENCHMARKS.md)."""
+
+    int8_source: Literal["fused", "exported"] = "fused"
+    per_channel: bool = True
+    reduce_range: bool = False
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     task: Task
@@ -70,6 +80,7 @@ class Recipe(_Strict):
     profiles: dict[Profile, TrainSpec]
     variants: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: list(VARIANTS))
     gate: GateSpec = GateSpec()
+    quantization: QuantSpec = QuantSpec()
     seed: int = 42
 
     @model_validator(mode="after")

@@ -193,3 +193,22 @@ def test_full_disk_during_publish_leaves_no_trace(
         run_build(parse_recipe(tiny_recipe("intent", tiny_base)), "quick", store, tiny_data_dir, QUIET)
     assert copied, "the injected failure never ran"
     assert sorted(p.name for p in store.rglob("*")) == []
+
+
+def test_int8_from_the_exported_graph_when_the_recipe_says_so(
+    tiny_base: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    seen: dict[str, set[str]] = {}
+
+    def ops(files: dict[str, Path]) -> None:
+        seen.update({k: {n.op_type for n in onnx.load(str(p)).graph.node} for k, p in files.items()})
+
+    raw = tiny_recipe(
+        "intent", tiny_base, variants=["fp32", "int8"], quantization={"int8_source": "exported"}
+    )
+    options = BuildOptions(verify=QUIET.verify, say=QUIET.say, on_variants=ops)
+    result = run_build(parse_recipe(raw), "quick", tmp_path / "store", tiny_data_dir, options)
+    assert "Attention" in seen["fp32"]
+    assert "QAttention" not in seen["int8"] and "MatMulInteger" in seen["int8"]
+    assert result.manifest.recipe["quantization"]["int8_source"] == "exported"
+    assert result.manifest.variants["int8"].parity.label_agreement >= 0.9
