@@ -21,13 +21,12 @@ from typing import Any
 from slimserve.build.errors import DataError
 from slimserve.build.recipe import DataSpec, Recipe, TrainSpec
 
-# Word lists or plain strings; label ids (sequence) or tag-name lists (token).
-Input = str | list[str]
-Target = int | list[str]
-
 
 @dataclass(frozen=True, slots=True)
 class Examples:
+    """``inputs``: texts (sequence tasks) or word lists (token tasks); ``targets``: label ids or
+    tag-name lists, aligned with ``inputs``."""
+
     inputs: list[Any]
     targets: list[Any]
 

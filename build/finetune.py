@@ -9,7 +9,6 @@ The base model is loaded with eager attention: the ONNX Runtime fusion only reco
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from slimserve.service.engine.tokenizer import TextTokenizer, pad
 from slimserve.service.store import TOKENIZER, Task
 from tqdm import tqdm
 
-log = logging.getLogger(__name__)
 IGNORE = -100
 
 
