@@ -58,6 +58,9 @@ def serve(
     tokenizer_threads: int | None = typer.Option(
         None, "--tokenizer-threads", help=_help("tokenizer_threads")
     ),
+    tokenize_inline_chars: int | None = typer.Option(
+        None, "--tokenize-inline-chars", help=_help("tokenize_inline_chars")
+    ),
     max_inputs: int | None = typer.Option(None, "--max-inputs", help=_help("max_inputs")),
     max_body_bytes: int | None = typer.Option(None, "--max-body-bytes", help=_help("max_body_bytes")),
     max_text_chars: int | None = typer.Option(None, "--max-text-chars", help=_help("max_text_chars")),
@@ -95,6 +98,7 @@ def serve(
         "intra_op_threads": intra_op_threads,
         "ort_spin": ort_spin,
         "tokenizer_threads": tokenizer_threads,
+        "tokenize_inline_chars": tokenize_inline_chars,
         "max_inputs": max_inputs,
         "max_body_bytes": max_body_bytes,
         "max_text_chars": max_text_chars,

@@ -183,6 +183,7 @@ class Registry:
                 max_queue=s.max_queue,
                 retry_after_s=s.retry_after_s,
                 debug_delay_ms=s.debug_runner_delay_ms,
+                inline_chars=s.tokenize_inline_chars,
             ),
             tokenize_pool=self._pool,
             device_lock=None if on_gpu else self._device_lock,

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         description="Let idle ONNX Runtime threads busy-wait between ops. Off: on a few shared cores the "
         "spinning steals CPU from the event loop and tokenizer; turn on for a dedicated many-core box.",
     )
+    tokenize_inline_chars: int = Field(
+        1024,
+        ge=0,
+        description="Requests with at most this many characters in all are tokenized on the event loop "
+        "(tens of microseconds) instead of hopping to the tokenizer thread and back, which costs more than "
+        "the tokenization itself; larger ones go to the tokenizer thread so the loop never stalls. 0: never.",
+    )
     tokenizer_threads: int = Field(
         1,
         ge=1,

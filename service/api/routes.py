@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic_core import to_json
 from slimserve.service.api import schemas
 from slimserve.service.api.deps import (
     MetricsDep,
@@ -18,6 +19,7 @@ from slimserve.service.api.deps import (
 )
 from slimserve.service.api.serving import run_inference
 from slimserve.service.errors import NotReady
+from slimserve.service.registry import Served
 from slimserve.service.tasks.classification import ClassifyParams, Prediction
 from slimserve.service.tasks.token_classification import NerParams
 
@@ -54,9 +56,20 @@ inference = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 probes = APIRouter()
 
 
-def _classification(p: Prediction) -> schemas.Classification:
-    top = [schemas.LabelScore(label=t.label, score=t.score) for t in p.top] if p.top is not None else None
-    return schemas.Classification(label=p.label, score=p.score, top=top)
+def _classification(p: Prediction) -> dict[str, Any]:
+    out: dict[str, Any] = {"label": p.label, "score": p.score}
+    if p.top is not None:
+        out["top"] = [{"label": t.label, "score": t.score} for t in p.top]
+    return out
+
+
+def _answer(served: Served, results: list[dict[str, Any]], response: Response) -> Response:
+    """The inference response, serialized once, in Rust. The dicts have the ``response_model``'s exact
+    shape (the OpenAPI schema still comes from it); returning a Response skips FastAPI's validate-
+    then-serialize round trip through pydantic models, a large share of the event loop's time per
+    request. tests/service compare these bodies with the schemas."""
+    body = {"model": served.name, "version": served.version, "variant": served.variant, "results": results}
+    return Response(to_json(body), media_type="application/json", headers=response.headers)
 
 
 async def _classify(
@@ -66,18 +79,13 @@ async def _classify(
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
-) -> schemas.ClassifyResponse:
+) -> Response:
     params = ClassifyParams(top_k=body.top_k, truncate=body.truncate)
     served, result = await run_inference(
         request, response, registry, settings, model=body.model or default, task=SEQUENCE,
         texts=body.texts(), params=params,
     )  # fmt: skip
-    return schemas.ClassifyResponse(
-        model=served.name,
-        version=served.version,
-        variant=served.variant,
-        results=[_classification(p) for p in result.results],
-    )
+    return _answer(served, [_classification(p) for p in result.results], response)
 
 
 @inference.post(
@@ -96,7 +104,7 @@ async def sentiment(
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
-) -> schemas.ClassifyResponse:
+) -> Response:
     return await _classify(body, "sentiment", request, response, registry, settings)
 
 
@@ -116,7 +124,7 @@ async def classify(
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
-) -> schemas.ClassifyResponse:
+) -> Response:
     return await _classify(body, "intent", request, response, registry, settings)
 
 
@@ -135,20 +143,12 @@ async def ner(
     response: Response,
     registry: RegistryDep,
     settings: SettingsDep,
-) -> schemas.NerResponse:
+) -> Response:
     served, result = await run_inference(
         request, response, registry, settings, model=body.model or "ner", task=TOKEN,
         texts=body.texts(), params=NerParams(body.aggregation),
     )  # fmt: skip
-    return schemas.NerResponse(
-        model=served.name,
-        version=served.version,
-        variant=served.variant,
-        results=[
-            schemas.NerResult(entities=[schemas.Entity(**asdict(e)) for e in r.entities])
-            for r in result.results
-        ],
-    )
+    return _answer(served, [{"entities": [asdict(e) for e in r.entities]} for r in result.results], response)
 
 
 @inference.get(

@@ -46,6 +46,31 @@ def test_classify_defaults_to_intent_and_lists_top_k(server: Server) -> None:
     assert other.json()["model"] == "sentiment"
 
 
+def test_bodies_match_the_response_schemas(server: Server) -> None:
+    """The inference routes build their JSON by hand (no pydantic round trip): it must still be exactly
+    the documented models, no field more or less, and the content type must say JSON."""
+    from slimserve.service.api import schemas
+
+    with server.client() as c:
+        answers = {
+            schemas.ClassifyResponse: [
+                c.post("/v1/sentiment", json={"inputs": ["fine", "dull"]}),
+                c.post("/v1/classify", json={"inputs": "where is my card", "top_k": 2}),
+            ],
+            schemas.NerResponse: [
+                c.post("/v1/ner", json={"inputs": ["Angela Merkel visited Paris.", "nothing here"]}),
+                c.post("/v1/ner", json={"inputs": "Angela Merkel visited Paris.", "aggregation": "none"}),
+            ],
+        }
+    for model, responses in answers.items():
+        for r in responses:
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "application/json"
+            body = r.json()
+            parsed = model.model_validate(body)
+            assert parsed.model_dump(mode="json", exclude_none=True) == body
+
+
 def test_request_id_is_echoed(server: Server) -> None:
     r = httpx.get(server.url + "/healthz", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
