@@ -89,12 +89,23 @@ def bench(
     baseline_model: Path | None = typer.Option(None, help="PyTorch save_pretrained dir for the baseline"),
     skip_baseline: bool = typer.Option(False, help="measure slimserve only"),
     cold_start: bool = typer.Option(True, help="also measure cold start with every model in the store"),
+    client: str = typer.Option(
+        "auto",
+        help="load generator: wrk (C, `apt-get install wrk`; phases bounded by --seconds only), python "
+        "(httpx; costs the shared CPU about as much as the server does), auto (wrk when installed)",
+    ),
 ) -> None:
     """Side-by-side serving benchmark; prints a markdown table."""
+    from slimserve.bench import wrk
     from slimserve.bench.harness import ServerProcess, free_port, measure
 
     if task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; one of {', '.join(TASKS)}", param_hint="--task")
+    if client not in ("auto", "wrk", "python"):
+        raise typer.BadParameter(f"unknown client {client!r}; auto, wrk or python", param_hint="--client")
+    if client == "wrk" and not wrk.available():
+        raise typer.BadParameter("wrk is not installed (apt-get install -y wrk)", param_hint="--client")
+    use_wrk = client == "wrk" or (client == "auto" and wrk.available())
     spec = TASKS[task]
     levels = [int(x) for x in concurrency.split(",") if x.strip()]
     texts = spec.inputs(data_dir)
@@ -125,7 +136,7 @@ def bench(
             cold[server.name] = server.start()
             for level in levels:
                 typer.echo(f"  {server.name}: concurrency {level}", err=True)
-                phases.append(measure(server, spec.path, texts, level, requests, seconds))
+                phases.append(measure(server, spec.path, texts, level, requests, seconds, client))
         finally:
             server.stop()
     if cold_start:
@@ -138,6 +149,11 @@ def bench(
             notes.append(f"store models: {', '.join(sorted(p.name for p in store.iterdir() if p.is_dir()))}")
         finally:
             everything.stop()
+    load = os.getloadavg()
+    notes.append(
+        f"load generator: {'wrk (closed loop, each phase ' + str(seconds) + ' s)' if use_wrk else 'httpx'}; "
+        f"{len(os.sched_getaffinity(0))} CPUs; load average at the end {load[0]:.2f} / {load[1]:.2f}"
+    )
     typer.echo(report(phases, cold, notes))
 
 

@@ -130,7 +130,27 @@ def measure(
     concurrency: int,
     max_requests: int,
     max_seconds: float,
+    client: str = "auto",
 ) -> Phase:
+    """One closed-loop phase. ``client``: "wrk" (C; bounded by ``max_seconds`` only), "python" (httpx;
+    bounded by both limits) or "auto" (wrk when installed)."""
+    from slimserve.bench import wrk
+
+    if client == "wrk" or (client == "auto" and wrk.available()):
+        wrk.run(server.url, path, texts, concurrency, 2)  # warm-up at this concurrency, not counted
+        r = wrk.run(server.url, path, texts, concurrency, max_seconds)
+        return Phase(
+            server=server.name,
+            concurrency=concurrency,
+            requests=r.ok,
+            errors=r.errors,
+            seconds=r.seconds,
+            rps=r.rps,
+            p50_ms=r.p50_ms,
+            p95_ms=r.p95_ms,
+            p99_ms=r.p99_ms,
+            rss_mb=server.rss_mb(),
+        )
     # A short warm-up at this concurrency, not counted.
     asyncio.run(closed_loop(server.url, path, texts, concurrency, concurrency * 2, 5))
     latencies, errors, seconds = asyncio.run(

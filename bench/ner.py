@@ -91,6 +91,23 @@ async def load(url: str, texts: Sequence[str], concurrency: int, requests: int, 
     )
 
 
+def _wrk_phase(url: str, texts: Sequence[str], concurrency: int, seconds: float) -> Phase:
+    from slimserve.bench import wrk
+
+    wrk.run(url, "/v1/ner", texts, concurrency, 2)  # warm-up at this concurrency, not reported
+    r = wrk.run(url, "/v1/ner", texts, concurrency, seconds)
+    return Phase(
+        server="",
+        concurrency=concurrency,
+        requests=r.ok,
+        errors=r.errors,
+        seconds=round(r.seconds, 2),
+        throughput_rps=round(r.rps, 2),
+        p50_ms=round(r.p50_ms, 1),
+        p99_ms=round(r.p99_ms, 1),
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,10 +136,17 @@ def _run_server(
     process = subprocess.Popen(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     try:
         _wait_ready(url, process)
-        asyncio.run(load(url, texts, 4, 20, 30))  # warm-up, not reported
+        from slimserve.bench import wrk
+
+        use_wrk = args.client == "wrk" or (args.client == "auto" and wrk.available())
+        if not use_wrk:
+            asyncio.run(load(url, texts, 4, 20, 30))  # warm-up, not reported
         out = []
         for concurrency, requests in phases:
-            phase = asyncio.run(load(url, texts, concurrency, requests, args.max_seconds))
+            if use_wrk:
+                phase = _wrk_phase(url, texts, concurrency, args.seconds)
+            else:
+                phase = asyncio.run(load(url, texts, concurrency, requests, args.max_seconds))
             out.append(Phase(**{**asdict(phase), "server": name}))
             print(
                 f"{name:>10} c={concurrency:<3} {phase.throughput_rps:8.1f} req/s  "
@@ -193,14 +217,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=640, help="cap per phase")
     p.add_argument("--max-seconds", type=float, default=90, help="time cap per phase")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the baseline")
+    p.add_argument(
+        "--client",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk (C; phases of --seconds), python (httpx; --requests/--max-seconds), "
+        "auto (wrk when installed). A Python client costs the shared CPU as much as the server does.",
+    )
+    p.add_argument("--seconds", type=float, default=15, help="phase length with wrk")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    from slimserve.bench import wrk
+
+    if args.client == "wrk" and not wrk.available():
+        raise SystemExit("bench.ner: --client wrk but wrk is not installed (apt-get install -y wrk)")
     results = run(args)
     print(table(results))
+    use_wrk = args.client == "wrk" or (args.client == "auto" and wrk.available())
+    load = os.getloadavg()
+    print(
+        f"\nload generator: {f'wrk, {args.seconds:.0f} s per phase' if use_wrk else 'httpx'}; "
+        f"{len(os.sched_getaffinity(0))} CPUs; load average at the end {load[0]:.2f} / {load[1]:.2f}"
+    )
     if args.out is not None:
         args.out.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n", encoding="utf-8")
 
