@@ -38,8 +38,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     metrics = Metrics()
     pool = ThreadPoolExecutor(settings.tokenizer_threads, thread_name_prefix="tokenize")
-    # On CPU one session runs at a time: two sessions each using every core would thrash.
-    registry = Registry(settings, metrics, pool, threading.Lock())
+    # On CPU at most runner_threads ONNX Runtime calls run at once across all models, each with
+    # cores / runner_threads threads: several sessions each using every core would thrash.
+    slots = threading.BoundedSemaphore(settings.effective_runner_threads())
+    registry = Registry(settings, metrics, pool, slots)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -54,6 +54,7 @@ def serve(
     max_queue: int | None = typer.Option(None, "--max-queue", help=_help("max_queue")),
     retry_after_s: int | None = typer.Option(None, "--retry-after-s", help=_help("retry_after_s")),
     intra_op_threads: int | None = typer.Option(None, "--intra-op-threads", help=_help("intra_op_threads")),
+    runner_threads: int | None = typer.Option(None, "--runner-threads", help=_help("runner_threads")),
     ort_spin: bool | None = typer.Option(None, "--ort-spin/--no-ort-spin", help=_help("ort_spin")),
     tokenizer_threads: int | None = typer.Option(
         None, "--tokenizer-threads", help=_help("tokenizer_threads")
@@ -96,6 +97,7 @@ def serve(
         "max_queue": max_queue,
         "retry_after_s": retry_after_s,
         "intra_op_threads": intra_op_threads,
+        "runner_threads": runner_threads,
         "ort_spin": ort_spin,
         "tokenizer_threads": tokenizer_threads,
         "tokenize_inline_chars": tokenize_inline_chars,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from slimserve.service import store
-from slimserve.service.engine.batcher import BatchPolicy, Engine, EngineResult, EngineRetired
+from slimserve.service.engine.batcher import BatchPolicy, DeviceSlot, Engine, EngineResult, EngineRetired
 from slimserve.service.engine.runner import CPU, CUDA, OnnxRunner, RunnerError, gpu_available
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import ModelNotFound, ReloadFailed
@@ -74,7 +73,7 @@ def warmup_lengths(max_seq_len: int) -> list[int]:
 
 class Registry:
     def __init__(
-        self, settings: Settings, metrics: Metrics, tokenize_pool: Executor, device_lock: threading.Lock
+        self, settings: Settings, metrics: Metrics, tokenize_pool: Executor, device_lock: DeviceSlot
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -149,9 +148,8 @@ class Registry:
             store.verify_checksums(directory, manifest)
             tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
             providers = [CUDA, CPU] if provider == CUDA else [CPU]
-            runner = OnnxRunner(
-                directory / manifest.variants[variant].file, providers, s.threads(), s.ort_spin
-            )
+            threads = s.threads(on_gpu=provider == CUDA)
+            runner = OnnxRunner(directory / manifest.variants[variant].file, providers, threads, s.ort_spin)
             if (
                 runner.provider != provider
                 and forced is None
@@ -184,6 +182,7 @@ class Registry:
                 retry_after_s=s.retry_after_s,
                 debug_delay_ms=s.debug_runner_delay_ms,
                 inline_chars=s.tokenize_inline_chars,
+                runner_threads=s.effective_runner_threads(on_gpu),
             ),
             tokenize_pool=self._pool,
             device_lock=None if on_gpu else self._device_lock,

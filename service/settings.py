@@ -97,8 +97,17 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime threads per session; 0 means every core this process may use. Only one "
-        "session runs at a time on CPU, and tokenization is one thread, so cores are not oversubscribed.",
+        description="ONNX Runtime threads per call; 0 means the cores this process may use divided among the "
+        "runner threads. At most runner_threads calls run at once across all models, so cores are not "
+        "oversubscribed.",
+    )
+    runner_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Batches run at once (runner threads per model, sharing its session; at most this many "
+        "ONNX Runtime calls across all models). Unset: 2 on CPU with 2+ cores, each call then gets "
+        "cores / 2 threads (on 2 cores: two single-threaded batches side by side, no per-operator "
+        "synchronisation; docs/serving.md), and 1 on CUDA.",
     )
     ort_spin: bool = Field(
         False,
@@ -183,8 +192,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"pins: version of {name!r} must be a positive integer, got {version}")
         return self
 
-    def threads(self) -> int:
-        return self.intra_op_threads or cpu_cores()
+    def effective_runner_threads(self, on_gpu: bool = False) -> int:
+        if self.runner_threads is not None:
+            return self.runner_threads
+        return 1 if on_gpu else min(2, cpu_cores())
+
+    def threads(self, on_gpu: bool = False) -> int:
+        """ONNX Runtime threads per call: the setting, else the cores shared among the runner threads."""
+        return self.intra_op_threads or max(1, cpu_cores() // self.effective_runner_threads(on_gpu))
 
     def effective_overhead_tokens(self, on_gpu: bool) -> int:
         if self.batch_overhead_tokens is not None:

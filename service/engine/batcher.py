@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -32,6 +33,10 @@ from tokenizers import Encoding
 log = logging.getLogger(__name__)
 
 
+DeviceSlot = contextlib.AbstractContextManager[Any]
+"""A lock or a semaphore: how many ONNX Runtime calls may run at once across engines."""
+
+
 class EngineRetired(Exception):
     """The engine was replaced (reload) or stopped; the caller asks the registry for the current one."""
 
@@ -46,6 +51,7 @@ class BatchPolicy:
     retry_after_s: int = 1
     debug_delay_ms: float = 0.0
     inline_chars: int = 0
+    runner_threads: int = 1
 
 
 @dataclass(slots=True)
@@ -148,7 +154,7 @@ class Engine:
         metrics: Metrics,
         policy: BatchPolicy,
         tokenize_pool: Executor,
-        device_lock: threading.Lock | None = None,
+        device_lock: DeviceSlot | None = None,
         pad_id: int = 0,
     ) -> None:
         self.name = name
@@ -159,7 +165,8 @@ class Engine:
         self.policy = policy
         self._metrics = metrics
         self._pool = tokenize_pool
-        self._device_lock = device_lock or threading.Lock()
+        self._device_lock: DeviceSlot = device_lock or threading.Lock()
+        self._book = threading.Lock()  # tickets' row bookkeeping, when several runner threads share them
         self._pad_id = pad_id
         self._queue = _Queue()
         self._cond = threading.Condition()
@@ -167,8 +174,8 @@ class Engine:
         self._closed = False
         self._admitted = 0  # inputs admitted and not yet answered; touched on the event loop only
         self._idle = asyncio.Event()
-        self._batches = 0
-        self._thread: threading.Thread | None = None
+        self._batch_ids = itertools.count(1)
+        self._threads: list[threading.Thread] = []
 
     @property
     def provider(self) -> str:
@@ -198,9 +205,11 @@ class Engine:
         return width
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run_loop, name=f"runner-{self.name}-v{self.version}")
-        self._thread.daemon = True
-        self._thread.start()
+        for i in range(max(1, self.policy.runner_threads)):
+            thread = threading.Thread(target=self._run_loop, name=f"runner-{self.name}-v{self.version}-{i}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new requests, let admitted ones finish (up to ``grace_s``), then end the thread."""
@@ -214,8 +223,8 @@ class Engine:
                 row.ticket.cancelled = True
             self._queue.rows.clear()
             self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5.0)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 5.0)
         self._metrics.queue_depth.labels(self.name).set(0)
 
     # -- the event-loop side -----------------------------------------------------------------------
@@ -316,6 +325,8 @@ class Engine:
             taken = set(map(id, batch))
             self._queue.rows = [r for r in self._queue.rows if id(r) not in taken]
             self._metrics.queue_depth.labels(self.name).set(len(self._queue.rows))
+            if self._queue.rows and len(self._threads) > 1:
+                self._cond.notify()  # an idle runner thread takes the rest
             return batch
 
     def _run_loop(self) -> None:
@@ -327,12 +338,12 @@ class Engine:
                 self._run_batch(batch)
 
     def _run_batch(self, rows: list[_Row]) -> None:
-        self._batches += 1
+        batch_id = next(self._batch_ids)
         started = time.perf_counter()
         for row in rows:
             t = row.ticket
             if t.started_at is None:
-                t.started_at = started
+                t.started_at = started  # rows of one ticket in two concurrent batches: either start is fine
                 self._metrics.queue_duration.labels(self.name).observe(started - t.enqueued_at)
         batch = pad([r.encoding for r in rows], self._pad_id)
         if self.policy.debug_delay_ms:  # a test seam: the runner is observably busy
@@ -348,17 +359,21 @@ class Engine:
                 self._fail(row.ticket, InferenceFailed(f"inference failed for model {self.name!r}"))
             return
         finished: list[tuple[_Ticket, EngineResult]] = []
-        for i, row in enumerate(rows):
-            t = row.ticket
-            if t.last_batch != self._batches:
-                t.last_batch = self._batches
-                t.inference_s += elapsed
-            t.logits[row.item][row.index] = logits[i] if logits.ndim == 2 else logits[i, : row.length]
-            t.remaining -= 1
-            if t.remaining == 0 and not t.cancelled:
-                done = self._finish(t)
-                if done is not None:
-                    finished.append(done)
+        complete: list[_Ticket] = []
+        with self._book:
+            for i, row in enumerate(rows):
+                t = row.ticket
+                if t.last_batch != batch_id:
+                    t.last_batch = batch_id
+                    t.inference_s += elapsed
+                t.logits[row.item][row.index] = logits[i] if logits.ndim == 2 else logits[i, : row.length]
+                t.remaining -= 1
+                if t.remaining == 0 and not t.cancelled:
+                    complete.append(t)
+        for t in complete:
+            done = self._finish(t)
+            if done is not None:
+                finished.append(done)
         if finished:
             # One wake-up of the event loop per batch, not one per request: each call_soon_threadsafe
             # writes to the loop's self-pipe and costs the loop a wake-up and a GIL hand-over.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +82,7 @@ def test_selection_invariants(
 class EngineHarness:
     """One engine per model on a private event loop thread, for direct ``submit`` calls."""
 
-    def __init__(self, directory: Path, policy: BatchPolicy) -> None:
+    def __init__(self, directory: Path, policy: BatchPolicy, device_lock: Any = None) -> None:
         manifest = store.read_manifest(directory)
         tokenizer = TextTokenizer(directory / "tokenizer.json", manifest.max_seq_len)
         codec: Any
@@ -100,6 +101,7 @@ class EngineHarness:
             metrics=self.metrics,
             policy=policy,
             tokenize_pool=self.pool,
+            device_lock=device_lock,
         )
         self.engine.start()
         self.loop = asyncio.new_event_loop()
@@ -175,3 +177,57 @@ def test_batched_equals_unbatched_ner(ner_engine: Any, texts: list[str]) -> None
         ]
         assert np.allclose([e.score for e in a.entities], [e.score for e in b.entities], atol=1e-6)
         assert all(text[e.start : e.end] == e.text for e in b.entities)
+
+
+class _Counting:
+    """A device slot that records how many ONNX Runtime calls were ever in flight at once. The first
+    caller is held (up to 10 s) until a second one arrives, so that concurrency, if the engine has
+    it, is observed rather than left to timing."""
+
+    def __init__(self, permits: int) -> None:
+        self._sem = threading.BoundedSemaphore(permits)
+        self._lock = threading.Lock()
+        self._meet = threading.Barrier(2, timeout=10)
+        self._met = False
+        self.inside = 0
+        self.most = 0
+
+    def __enter__(self) -> None:
+        self._sem.acquire()
+        with self._lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        if not self._met:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._meet.wait()
+            self._met = True
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.inside -= 1
+        self._sem.release()
+
+
+def test_two_runner_threads_give_the_same_results(fake_store: Path, ner_engine: Any) -> None:
+    """Rows of one request spread over batches that run at the same time on two runner threads
+    (one row per batch, long texts of several windows) still come back whole and in order."""
+    slot = _Counting(2)
+    two = EngineHarness(
+        store.version_dir(fake_store, "ner", 1),
+        BatchPolicy(max_batch_size=1, runner_threads=2, debug_delay_ms=5),
+        device_lock=slot,
+    )
+    try:
+        texts = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(5 + 9 * i)) for i in range(12)]
+        params = NerParams("none")
+        groups = [texts[i::3] for i in range(3)]
+        want = ner_engine.run(_together(ner_engine.engine, groups, params))
+        got = two.run(_together(two.engine, groups, params))
+    finally:
+        two.close()
+    assert slot.most == 2  # both runner threads had a batch in flight at once
+    for a, b in zip(want, got, strict=True):
+        assert [(e.entity, e.start, e.end) for e in a.entities] == [
+            (e.entity, e.start, e.end) for e in b.entities
+        ]
+        assert np.allclose([e.score for e in a.entities], [e.score for e in b.entities], atol=1e-6)

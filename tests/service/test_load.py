@@ -69,7 +69,8 @@ def test_overload_is_503_with_retry_after_while_probes_answer(fake_store: Path, 
 
 
 def test_deadline_is_504_and_expired_work_is_dropped(fake_store: Path, make_server: Any) -> None:
-    srv: Server = make_server(fake_store, debug_runner_delay_ms=800)
+    # One runner thread: the second request must wait behind the first.
+    srv: Server = make_server(fake_store, debug_runner_delay_ms=800, runner_threads=1)
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(post, srv.url, "first")
         wait_for(lambda: srv.metric("slimserve_queue_duration_seconds_count", {"model": "sentiment"}) >= 1)
@@ -83,7 +84,7 @@ def test_deadline_is_504_and_expired_work_is_dropped(fake_store: Path, make_serv
 
 
 def test_a_client_that_leaves_has_its_queued_work_dropped(fake_store: Path, make_server: Any) -> None:
-    srv: Server = make_server(fake_store, debug_runner_delay_ms=800)
+    srv: Server = make_server(fake_store, debug_runner_delay_ms=800, runner_threads=1)
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(post, srv.url, "first")
         wait_for(lambda: srv.metric("slimserve_queue_duration_seconds_count", {"model": "sentiment"}) >= 1)
