@@ -1,12 +1,13 @@
-"""One model's engine: tokenize -> bounded queue -> token-budget batcher -> runner thread -> decode.
+"""One model's engine: tokenize -> bounded queue -> token-budget batcher -> runner threads -> decode.
 
-The event loop only admits requests, awaits futures and answers. Tokenization runs on a small shared
-thread pool (``Codec.prepare``). Rows (one encoding each) wait in a queue; a dedicated runner thread,
-which alone touches the ONNX Runtime session, starts the next batch as soon as it is free: it drops
-rows whose request was cancelled or expired, then forms a batch around the *oldest* row from the rows
-closest to it in length (less padding, and no row waits behind an endless stream of others) within a
-token budget (padded length x rows) and a row count. When every row of a request has run, the codec
-decodes it on the runner thread (microseconds) and the result is handed back to the event loop.
+The event loop admits requests, tokenizes small ones itself (larger ones on a small shared thread
+pool, ``Codec.prepare``), awaits futures and answers. Rows (one encoding each) wait in a queue; each
+of ``runner_threads`` runner threads, which alone touch the ONNX Runtime session (its Run is
+thread-safe), starts the next batch as soon as it is free: it drops rows whose request was cancelled
+or expired, then forms a batch around the *oldest* row from the rows closest to it in length (less
+padding, and no row waits behind an endless stream of others) within a token budget (padded length x
+rows) and a row count. When every row of a request has run, the codec decodes it on the runner thread
+(microseconds) and the batch's results are handed back to the event loop in one call.
 """
 
 from __future__ import annotations
