@@ -2,7 +2,6 @@
 request, PyTorch fp32, no batching across requests. Same wire shape as slimserve's endpoint, so the
 same client drives both. Run as ``python -m slimserve.bench.baseline --model DIR --port P``."""
 
-
 import argparse
 import os
 from typing import Any

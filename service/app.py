@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.middleware import RequestContext
 from slimserve.service.api.routes import inference, probes
 from slimserve.service.errors import ServiceError, install_handlers
@@ -88,5 +89,10 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_handlers(app)
     app.include_router(inference)
     app.include_router(probes)
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        fast=FastPath(registry, settings) if settings.fast_path else None,
+    )
     return app

@@ -62,6 +62,7 @@ def serve(
     tokenize_inline_chars: int | None = typer.Option(
         None, "--tokenize-inline-chars", help=_help("tokenize_inline_chars")
     ),
+    fast_path: bool | None = typer.Option(None, "--fast-path/--no-fast-path", help=_help("fast_path")),
     max_inputs: int | None = typer.Option(None, "--max-inputs", help=_help("max_inputs")),
     max_body_bytes: int | None = typer.Option(None, "--max-body-bytes", help=_help("max_body_bytes")),
     max_text_chars: int | None = typer.Option(None, "--max-text-chars", help=_help("max_text_chars")),
@@ -101,6 +102,7 @@ def serve(
         "ort_spin": ort_spin,
         "tokenizer_threads": tokenizer_threads,
         "tokenize_inline_chars": tokenize_inline_chars,
+        "fast_path": fast_path,
         "max_inputs": max_inputs,
         "max_body_bytes": max_body_bytes,
         "max_text_chars": max_text_chars,

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
         "the cores to ONNX Runtime.",
     )
 
+    fast_path: bool = Field(
+        True,
+        description="Answer well-formed inference requests without FastAPI's routing, dependency and "
+        "validation machinery (same schemas, bodies and errors; anything else goes through FastAPI). "
+        "Off only to compare.",
+    )
+
     # -- limits and deadlines --
     max_inputs: int = Field(
         128,

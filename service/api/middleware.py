@@ -1,5 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it buffers responses and hides client disconnects):
-request ids, the body-size limit, x-total-time and the per-request metrics."""
+request ids, the body-size limit, x-total-time and the per-request metrics; well-formed inference
+requests are answered by the fast path (``fastpath.py``) without entering the FastAPI app."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+from slimserve.service.api.fastpath import FastPath
 from slimserve.service.errors import PayloadTooLarge, envelope
 from slimserve.service.metrics import Metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,10 +24,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, fast: FastPath | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +60,14 @@ class RequestContext:
                 body = await self._read_body(scope, receive)
                 if body is None:
                     await self._too_large(scope, receive, send_wrapped)
+                    return
+                fast = self.fast
+                route = fast.match(scope) if fast is not None else None
+                if (
+                    fast is not None
+                    and route is not None
+                    and await fast.handle(route, body, scope, receive, send_wrapped)
+                ):
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapped)

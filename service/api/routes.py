@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -21,7 +22,7 @@ from slimserve.service.api.serving import run_inference
 from slimserve.service.errors import NotReady
 from slimserve.service.registry import Served
 from slimserve.service.tasks.classification import ClassifyParams, Prediction
-from slimserve.service.tasks.token_classification import NerParams
+from slimserve.service.tasks.token_classification import NerParams, NerResult
 
 SEQUENCE = "sequence-classification"
 TOKEN = "token-classification"
@@ -56,20 +57,27 @@ inference = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 probes = APIRouter()
 
 
-def _classification(p: Prediction) -> dict[str, Any]:
-    out: dict[str, Any] = {"label": p.label, "score": p.score}
-    if p.top is not None:
-        out["top"] = [{"label": t.label, "score": t.score} for t in p.top]
+def classification_results(results: list[Prediction]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for p in results:
+        item: dict[str, Any] = {"label": p.label, "score": p.score}
+        if p.top is not None:
+            item["top"] = [{"label": t.label, "score": t.score} for t in p.top]
+        out.append(item)
     return out
 
 
-def _answer(served: Served, results: list[dict[str, Any]], response: Response) -> Response:
+def ner_results(results: list[NerResult]) -> list[dict[str, Any]]:
+    return [{"entities": [asdict(e) for e in r.entities]} for r in results]
+
+
+def answer(served: Served, results: list[dict[str, Any]], headers: Mapping[str, str]) -> Response:
     """The inference response, serialized once, in Rust. The dicts have the ``response_model``'s exact
     shape (the OpenAPI schema still comes from it); returning a Response skips FastAPI's validate-
     then-serialize round trip through pydantic models, a large share of the event loop's time per
     request. tests/service compare these bodies with the schemas."""
     body = {"model": served.name, "version": served.version, "variant": served.variant, "results": results}
-    return Response(to_json(body), media_type="application/json", headers=response.headers)
+    return Response(to_json(body), media_type="application/json", headers=headers)
 
 
 async def _classify(
@@ -85,7 +93,7 @@ async def _classify(
         request, response, registry, settings, model=body.model or default, task=SEQUENCE,
         texts=body.texts(), params=params,
     )  # fmt: skip
-    return _answer(served, [_classification(p) for p in result.results], response)
+    return answer(served, classification_results(result.results), response.headers)
 
 
 @inference.post(
@@ -148,7 +156,7 @@ async def ner(
         request, response, registry, settings, model=body.model or "ner", task=TOKEN,
         texts=body.texts(), params=NerParams(body.aggregation),
     )  # fmt: skip
-    return _answer(served, [{"entities": [asdict(e) for e in r.entities]} for r in result.results], response)
+    return answer(served, ner_results(result.results), response.headers)
 
 
 @inference.get(

@@ -215,3 +215,51 @@ def test_metrics_cover_the_contract(server: Server) -> None:
     assert {"model": "intent", "version": "1", "variant": "int8", "provider": "CPUExecutionProvider"} in [
         s.labels for s in info
     ]
+
+
+FAST_PATH_CASES: list[tuple[str, dict[str, str], bytes]] = [
+    ("/v1/sentiment", {}, b'{"inputs": ["a quiet triumph", "dull"]}'),
+    ("/v1/classify", {}, b'{"inputs": "my card has not arrived", "top_k": 3}'),
+    ("/v1/classify", {}, b'{"inputs": "fine", "model": "sentiment"}'),
+    ("/v1/ner", {}, b'{"inputs": ["Angela Merkel visited Paris.", "x"], "aggregation": "none"}'),
+    ("/v1/ner", {}, b'{"inputs": "Angela Merkel visited Paris."}'),
+    ("/v1/classify", {}, b'{"inputs": "x", "model": "nope"}'),
+    ("/v1/classify", {}, b'{"inputs": "x", "model": "ner"}'),
+    ("/v1/classify", {}, b'{"inputs": ["x", "x", "x", "x", "x", "x", "x", "x", "x"]}'),
+    ("/v1/sentiment", {}, b'{"inputs": "' + b"word " * 100 + b'", "truncate": false}'),
+    ("/v1/sentiment", {"x-deadline-ms": "0"}, b'{"inputs": "x"}'),
+    ("/v1/sentiment", {}, b'{"inputs": [], "top_k": 1}'),
+    ("/v1/sentiment", {}, b'{"inputs": "x", "colour": "red"}'),
+    ("/v1/sentiment", {}, b'{"inputs": '),
+    ("/v1/sentiment", {"content-type": "text/plain"}, b'{"inputs": "x"}'),
+    ("/v1/sentiment", {"content-type": "application/json; charset=utf-8"}, b'{"inputs": "x"}'),
+]
+
+
+def test_fast_path_answers_exactly_like_the_fastapi_routes(fake_store: Path, make_server: Any) -> None:
+    """Well-formed inference requests skip FastAPI (service/api/fastpath.py); the answers, errors and
+    headers must be the same as the routes' for every kind of request, answered or passed on."""
+    limits = {"max_inputs": 8, "max_text_chars": 2000}
+    fast: Server = make_server(fake_store, **limits)
+    slow: Server = make_server(fake_store, fast_path=False, **limits)
+    for path, headers, body in FAST_PATH_CASES:
+        sent = {"content-type": "application/json", **headers}
+        a = httpx.post(fast.url + path, content=body, headers=sent)
+        b = httpx.post(slow.url + path, content=body, headers=sent)
+        assert (a.status_code, a.json()) == (b.status_code, b.json()), (path, body)
+        assert a.headers["content-type"] == b.headers["content-type"]
+        for name in ("x-queue-time", "x-inference-time", "retry-after"):
+            assert (name in a.headers) == (name in b.headers), (name, path, body)
+    for srv in (fast, slow):  # the fast path labels its requests with the same route templates
+        assert srv.metric("slimserve_requests_total", {"endpoint": "/v1/ner", "code": "200"}) == 2
+
+
+def test_fast_path_leaves_auth_failures_to_the_routes(fake_store: Path, make_server: Any) -> None:
+    srv: Server = make_server(fake_store, api_keys=["k1"])
+    body = {"inputs": "fine"}
+    missing = httpx.post(srv.url + "/v1/sentiment", json=body)
+    wrong = httpx.post(srv.url + "/v1/sentiment", json=body, headers={"authorization": "Bearer k2"})
+    right = httpx.post(srv.url + "/v1/sentiment", json=body, headers={"authorization": "Bearer k1"})
+    assert error(missing) == error(wrong) == (401, "unauthorized")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200
