@@ -52,6 +52,8 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
         else AutoModelForSequenceClassification
     )
     id2label = dict(enumerate(recipe.labels))
+    # The new head is initialised from torch's global generator: seed it, or rebuilds differ.
+    torch.manual_seed(recipe.seed)
     try:
         model = auto.from_pretrained(
             source,

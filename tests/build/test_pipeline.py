@@ -212,3 +212,14 @@ def test_int8_from_the_exported_graph_when_the_recipe_says_so(
     assert "QAttention" not in seen["int8"] and "MatMulInteger" in seen["int8"]
     assert result.manifest.recipe["quantization"]["int8_source"] == "exported"
     assert result.manifest.variants["int8"].parity.label_agreement >= 0.9
+
+
+def test_a_rebuild_with_the_same_seed_is_identical(
+    tiny_base: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    recipe = parse_recipe(tiny_recipe("intent", tiny_base, variants=["fp32"]))
+    first = run_build(recipe, "quick", tmp_path / "store", tiny_data_dir, QUIET)
+    second = run_build(recipe, "quick", tmp_path / "store", tiny_data_dir, QUIET)
+    assert (first.version, second.version) == (1, 2)
+    assert first.manifest.variants["fp32"].sha256 == second.manifest.variants["fp32"].sha256
+    assert first.manifest.build["history"] == second.manifest.build["history"]  # type: ignore[attr-defined]
