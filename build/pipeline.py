@@ -25,7 +25,7 @@ from slimserve.build.quantize import Fp16Config, Int8Config, to_fp16, to_int8
 from slimserve.build.recipe import Recipe
 from slimserve.build.verify import VariantReport, VerifyConfig, gate, verify_variant
 from slimserve.service.engine.tokenizer import TextTokenizer
-from slimserve.service.store import TOKENIZER, DataInfo, Manifest, Parity, Variant, read_manifest
+from slimserve.service.store import PYTORCH_DIR, TOKENIZER, DataInfo, Manifest, Parity, Variant, read_manifest
 
 
 def _stderr(message: str) -> None:
@@ -38,6 +38,9 @@ class BuildOptions:
     fp16: Fp16Config = field(default_factory=Fp16Config)
     int8: Int8Config = field(default_factory=Int8Config)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    # Also publish the fine-tuned PyTorch model (save_pretrained + tokenizer) as <version>/pytorch/:
+    # what `slimserve bench` serves in its transformers baseline, so both sides run the same weights.
+    keep_pytorch: bool = False
     # Test seam: sees (and may replace) the variant files before verification.
     on_variants: Callable[[dict[str, Path]], None] | None = None
     say: Callable[[str], None] = _stderr
@@ -96,7 +99,7 @@ def run_build(
         f"from {dataset.source}"
     )
     # torch and transformers load only once the cheap checks above have passed.
-    from slimserve.build.finetune import encode, finetune, load_base, logits_of
+    from slimserve.build.finetune import encode, finetune, load_base, logits_of, save_pytorch
 
     with tempfile.TemporaryDirectory(prefix=f"slimserve-build-{recipe.name}-") as tmp:
         work = Path(tmp)
@@ -153,6 +156,8 @@ def run_build(
             published = {f"model.{r.name}.onnx": r.path for r in passed}
             published[TOKENIZER] = tokenizer_json
             digests = copy_files(published, directory)
+            if opts.keep_pytorch:
+                save_pytorch(model, tokenizer_json, directory / PYTORCH_DIR)
             manifest = Manifest(
                 name=recipe.name,
                 version=version,

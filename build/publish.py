@@ -54,6 +54,9 @@ def publish(store: Path, name: str, write: Writer) -> tuple[int, Path]:
     try:
         store.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=store))
+        # mkdtemp makes 0700; a published version must be readable by the serving user (the images
+        # run as non-root over a store that a build container, often root, wrote).
+        tmp.chmod(0o755)
     except OSError as exc:
         raise PublishError(f"{store}: cannot write to the model store ({exc.strerror or exc})") from exc
     model_dir = store / name
@@ -63,9 +66,10 @@ def publish(store: Path, name: str, write: Writer) -> tuple[int, Path]:
         manifest = write(tmp, version)
         if not (tmp / MANIFEST).is_file():
             manifest.write(tmp)
-        for entry in tmp.iterdir():
-            with entry.open("rb") as fh:
-                os.fsync(fh.fileno())
+        for entry in tmp.rglob("*"):
+            if entry.is_file():
+                with entry.open("rb") as fh:
+                    os.fsync(fh.fileno())
         if not model_dir.is_dir():
             model_dir.mkdir()
             created_model_dir = True

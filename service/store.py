@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
+# Optional (`slimserve build --keep-pytorch`): the fine-tuned model in Hugging Face layout, never served.
+PYTORCH_DIR = "pytorch"
 
 Task = Literal["sequence-classification", "token-classification"]
 VariantName = str  # "fp32" | "fp16" | "int8" (and more later)

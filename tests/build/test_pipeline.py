@@ -65,11 +65,32 @@ def test_cli_build_publishes_and_models_lists(
         "model.int8.onnx",
         "tokenizer.json",
     ]
+    # Readable by a serving user other than the builder (mkdtemp alone would leave it 0700).
+    assert directory.stat().st_mode & 0o777 == 0o755
     listing = _cli("models", "--store", str(store))
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert lines[1].split()[:5] == ["sentiment", "sequence-classification", "1", "1", "fp32"]
     assert [line.split()[0] for line in lines[2:]] == ["fp16", "int8"]
+
+
+def test_keep_pytorch_publishes_a_checkpoint_the_transformers_pipeline_loads(
+    tmp_path: Path, tiny_data_dir: Path, write_recipe: Callable[..., Path]
+) -> None:
+    from transformers import pipeline
+
+    store = tmp_path / "store"
+    done = _cli(
+        "build", str(write_recipe("sentiment")), "--store", str(store),
+        "--data-dir", str(tiny_data_dir), "--keep-pytorch",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    directory = version_dir(store, "sentiment", 1)
+    verify_checksums(directory, read_manifest(directory))
+    classify = pipeline("text-classification", model=str(directory / "pytorch"), device="cpu")
+    out = classify(["a gorgeous film", "a tedious mess"])
+    # The recipe's label names travel with the checkpoint, so the baseline answers like slimserve.
+    assert len(out) == 2 and {o["label"] for o in out} <= {"negative", "positive"}
 
 
 def _break(tmp_path: Path, tiny_data_dir: Path, how: str) -> tuple[Path, str]:
