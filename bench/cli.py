@@ -91,7 +91,7 @@ def baseline_checkpoint(store: Path, model: str, given: Path | None) -> tuple[Pa
             raise RuntimeError(f"could not make the baseline model in {out}:\n{done.stderr[-2000:]}")
     return (
         out,
-        f"base model {manifest.base_model}, fresh {len(labels)}-way {manifest.task} head "
+        f"base model {base}, fresh {len(labels)}-way {manifest.task} head "
         "(no checkpoint in the store: `slimserve build --keep-pytorch` keeps one)",
     )
 
