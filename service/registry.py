@@ -247,12 +247,7 @@ class Registry:
         async with lock:
             previous = self._served.get(name)
             try:
-                target = (
-                    version
-                    if version is not None
-                    else (store.versions(self.settings.store, name) or [None])[-1]
-                )
-                served, engine = await asyncio.to_thread(self._load, name, target)
+                served, engine = await asyncio.to_thread(self._load, name, version)
             except ReloadFailed as exc:
                 self.metrics.reloads.labels(name, "failed").inc()
                 log.error("reload of %s refused, still serving the old version: %s", name, exc)

@@ -183,6 +183,18 @@ def test_reload_under_load_good_and_corrupt_versions(tmp_path: Path, make_server
     assert error_type(httpx.post(srv.url + "/v1/models/nope/reload")) == "model_not_found"
 
 
+def test_reload_keeps_a_pinned_model_on_its_pin(tmp_path: Path, make_server: Any) -> None:
+    store = tmp_path / "store"
+    fakestore.publish(store, "sentiment", 1, fakestore.SENTIMENT_LABELS, seed=1)
+    fakestore.publish(store, "sentiment", 2, fakestore.SENTIMENT_LABELS, seed=5)
+    srv: Server = make_server(store, pins={"sentiment": 1})
+    assert httpx.get(srv.url + "/v1/models").json()["models"][0]["version"] == 1
+    fakestore.publish(store, "sentiment", 3, fakestore.SENTIMENT_LABELS, seed=6)
+    reloaded = httpx.post(srv.url + "/v1/models/sentiment/reload", timeout=60)
+    assert reloaded.status_code == 200, reloaded.text
+    assert (reloaded.json()["version"], reloaded.json()["previous_version"]) == (1, 1)
+
+
 def error_type(r: httpx.Response) -> str:
     return str(r.json()["error"]["type"])
 
