@@ -24,10 +24,12 @@ install-serve:  ## serving only: no torch (onnxruntime, tokenizers, fastapi)
 	$(PY) -m pip install -q -e .
 
 # prometheus + promtool: the Prometheus integration test and `promtool check`; docker-compose (Debian's
-# Python implementation): validates docker-compose.yml without a Docker engine.
-SYSDEPS := prometheus:prometheus promtool:prometheus docker-compose:docker-compose
+# Python implementation): validates docker-compose.yml without a Docker engine; buildah + debootstrap:
+# build and run the CPU image without a Docker engine or registry (tests/deploy/test_image_run.py).
+SYSDEPS := prometheus:prometheus promtool:prometheus docker-compose:docker-compose buildah:buildah \
+	debootstrap:debootstrap
 
-sysdeps:  ## Debian packages the deployment tests use (prometheus, promtool, docker-compose)
+sysdeps:  ## Debian packages the deployment tests use (prometheus, docker-compose, buildah, debootstrap)
 	@missing=""; for pair in $(SYSDEPS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \

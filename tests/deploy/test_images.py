@@ -1,5 +1,6 @@
-"""docker/Dockerfile.*: what can be checked without a container engine (none runs in this sandbox:
-no Docker daemon, and podman/buildah cannot pull the pinned base images without registry access).
+"""docker/Dockerfile.*: what can be checked without building them (tests/deploy/test_image_run.py
+builds and runs the serving images with buildah, on a stand-in for the pinned bases, which cannot be
+pulled here: no registry access).
 
 Each Dockerfile is parsed into stages; the checks are the issue's requirements: multi-stage, pinned
 bases, no torch in serving images, onnxruntime and onnxruntime-gpu never together, non-root user,
@@ -64,12 +65,17 @@ def _parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
     return args, stages
 
 
-def _deps_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("slimserve_docker_deps", DOCKER / "deps.py")
+def _docker_module(filename: str) -> ModuleType:
+    """A script of docker/ imported as a module (docker/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"slimserve_docker_{filename[:-3]}", DOCKER / filename)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _deps_module() -> ModuleType:
+    return _docker_module("deps.py")
 
 
 SERVING = ["Dockerfile.cpu", "Dockerfile.gpu"]
@@ -116,8 +122,9 @@ def test_dependencies_are_installed_before_the_source_is_copied(name: str) -> No
     assert deps_install < first_source
     assert "--no-deps" in " ".join(args for kw, args in flat[first_source:] if kw == "RUN")
     copied_before = [args for kw, args in flat[:deps_install] if kw == "COPY"]
-    assert copied_before == ["pyproject.toml docker/deps.py /src/"], (
-        "only pyproject.toml feeds the deps layer"
+    sources = [src for args in copied_before for src in args.split()[:-1]]
+    assert sources[0] == "pyproject.toml" and all(re.fullmatch(r"docker/\w+\.py", s) for s in sources[1:]), (
+        "only pyproject.toml (and docker/'s own scripts) feed the deps layer"
     )
 
 
@@ -130,6 +137,7 @@ def test_gpu_image_never_installs_the_cpu_onnxruntime() -> None:
     text = (DOCKER / "Dockerfile.gpu").read_text()
     assert "deps.py gpu" in text
     assert "! pip show -q onnxruntime" in text  # the build fails if the CPU wheel sneaks in
+    assert "python /src/cuda_match.py" in text  # ... or if the wheel's CUDA is not the base's
     assert text.startswith("# syntax=") and "nvidia/cuda:" in text and "cudnn" in text
 
 
@@ -178,3 +186,29 @@ def test_hadolint_finds_nothing(name: str) -> None:
     )  # fmt: skip
     findings = json.loads(done.stdout or "[]")
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
+
+
+@pytest.mark.parametrize(
+    ("wheel", "image", "reason"),
+    [
+        ("13.0", "13.0.2", None),
+        ("12.8", "12.6.3", None),
+        ("13.0", "12.6.3", "built for CUDA 13.0 but the base image has CUDA 12.6.3"),
+        ("", "13.0.2", "not a CUDA build"),
+        ("13.0", None, "CUDA_VERSION is not set"),
+    ],
+)
+def test_cuda_match_refuses_a_wheel_built_for_another_cuda_major(
+    wheel: str, image: str | None, reason: str | None
+) -> None:
+    problem = _docker_module("cuda_match.py").mismatch(wheel, image)
+    if reason is None:
+        assert problem is None
+    else:
+        assert problem is not None and reason in problem
+
+
+def test_the_gpu_base_and_wheel_are_pinned_together() -> None:
+    args, _ = _parse(DOCKER / "Dockerfile.gpu")
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", args["CUDA_IMAGE"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["ORT_GPU_VERSION"]), "an exact onnxruntime-gpu release"
