@@ -58,7 +58,13 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
                 if on_fatal is not None:
                     on_fatal(message)
                 return
-            log.info("ready: serving %s", ", ".join(s.name for s in registry.served()) or "no models")
+            served = [s.name for s in registry.served()]
+            if served:
+                log.info("ready: serving %s", ", ".join(served))
+            else:
+                # Ready with nothing to serve is legal (models can arrive by reload or polling), but
+                # every model request will 404 until then: say so where operators look first.
+                log.warning("ready, but the store %s holds no model: requests answer 404", settings.store)
             if settings.poll_interval_s > 0:
                 tasks.append(asyncio.create_task(registry.poll()))
 

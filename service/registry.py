@@ -264,20 +264,24 @@ class Registry:
         return previous, served
 
     async def poll(self) -> None:
-        """Reload models whose newest version is newer than the served one (unpinned models only)."""
+        """Load models that appeared in the store since start-up (a build job that finishes after the
+        API started), and reload those whose newest version is newer than the served one. A pinned
+        model stays on its pin once served."""
         interval = self.settings.poll_interval_s
         while True:
             await asyncio.sleep(interval)
-            for name, served in list(self._served.items()):
-                if name in self.settings.pins:
-                    continue
-                newest = (store.versions(self.settings.store, name) or [0])[-1]
-                if newest > served.version and self._refused.get(name) != newest:
+            for name in sorted(set(self.target_names()) | set(self._served)):
+                served = self._served.get(name)
+                available = store.versions(self.settings.store, name)
+                wanted = self.settings.pins.get(name) or (available[-1] if available else None)
+                if wanted is None or wanted not in available:
+                    continue  # nothing there yet, or not the pinned version
+                if (served is None or wanted > served.version) and self._refused.get(name) != wanted:
                     try:
-                        await self.reload(name, newest)
+                        await self.reload(name, wanted)
                     except ReloadFailed:
                         # Versions are immutable: one refusal is final until a newer version appears.
-                        self._refused[name] = newest
+                        self._refused[name] = wanted
 
     async def close(self, grace_s: float) -> None:
         engines = list(self._engines.values())

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(
         0.0,
         ge=0,
-        description="Check the store for new versions every N seconds and reload them; 0 (off) because "
-        "reloads are normally asked for explicitly with POST /v1/models/{name}/reload.",
+        description="Check the store every N seconds for new versions (reloaded) and for models that "
+        "appeared since start-up (loaded); 0 (off) because reloads are normally asked for explicitly with "
+        "POST /v1/models/{name}/reload.",
     )
 
     # -- batching --

@@ -266,3 +266,30 @@ def test_store_polling_picks_up_a_new_version(tmp_path: Path, make_server: Any) 
     wait_for(lambda: version() == 3)
     # The refused version was tried once, not on every poll.
     assert srv.metric("slimserve_model_reloads_total", {"outcome": "failed"}) == 1
+
+
+def test_polling_loads_models_that_appear_after_start_up(
+    tmp_path: Path, make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    with caplog.at_level("WARNING", logger="slimserve.service"):
+        srv: Server = make_server(store, poll_interval_s=0.05, pins={"intent": 2})
+    assert any("holds no model" in r.getMessage() for r in caplog.records)
+    r = httpx.post(srv.url + "/v1/sentiment", json={"inputs": ["hello"]})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "model_not_found"
+
+    fakestore.publish(store, "sentiment", 1, fakestore.SENTIMENT_LABELS, seed=1)
+    fakestore.publish(store, "intent", 1, fakestore.INTENT_LABELS, seed=2)
+
+    def served() -> dict[str, int]:
+        models = httpx.get(srv.url + "/v1/models").json()["models"]
+        return {m["name"]: int(m["version"]) for m in models}
+
+    wait_for(lambda: served() == {"sentiment": 1})
+    assert httpx.post(srv.url + "/v1/sentiment", json={"inputs": ["hello"]}).status_code == 200
+    # intent is pinned to v2: v1 is never loaded, v2 is as soon as it is published.
+    time.sleep(0.3)
+    assert "intent" not in served()
+    fakestore.publish(store, "intent", 2, fakestore.INTENT_LABELS, seed=3)
+    wait_for(lambda: served() == {"sentiment": 1, "intent": 2})
