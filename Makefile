@@ -25,7 +25,7 @@ install-serve:  ## serving only: no torch (onnxruntime, tokenizers, fastapi)
 
 # prometheus + promtool: the Prometheus integration test and `promtool check`; docker-compose (Debian's
 # Python implementation): validates docker-compose.yml without a Docker engine; buildah + debootstrap:
-# build and run the CPU image without a Docker engine or registry (tests/deploy/test_image_run.py).
+# build and run the images without a Docker engine or registry (tests/deploy/buildah.py).
 SYSDEPS := prometheus:prometheus promtool:prometheus docker-compose:docker-compose buildah:buildah \
 	debootstrap:debootstrap
 
