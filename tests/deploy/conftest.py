@@ -1,4 +1,5 @@
-"""Fixtures of the image tests: the stand-in base images, made once per session (see buildah.py)."""
+"""Fixtures of the image tests: the stand-in base images, made once per session (see buildah.py), and a
+fresh container of the module's ``image`` per test."""
 
 from __future__ import annotations
 
@@ -14,3 +15,10 @@ def stand_in_bases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     bases = buildah.stand_in_bases(tmp_path_factory.mktemp("base"))
     yield bases
     buildah.remove(*bases.values())
+
+
+@pytest.fixture
+def container(image: str) -> Iterator[str]:
+    name = buildah.container(image)
+    yield name
+    buildah.drop(name)

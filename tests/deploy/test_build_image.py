@@ -74,13 +74,6 @@ def image(torch_index: str, stand_in_bases: dict[str, str]) -> Iterator[str]:
     buildah.remove(tag)
 
 
-@pytest.fixture
-def container(image: str) -> Iterator[str]:
-    name = buildah.container(image)
-    yield name
-    buildah.drop(name)
-
-
 def test_the_build_image_has_cpu_torch_and_runs_build_models_as_its_user(image: str, container: str) -> None:
     config = buildah.config(image)
     assert config["User"] == buildah.UID

@@ -50,13 +50,6 @@ def image(flavour: str, stand_in_bases: dict[str, str]) -> Iterator[str]:
     buildah.remove(tag)
 
 
-@pytest.fixture
-def container(image: str) -> Iterator[str]:
-    name = buildah.container(image)
-    yield name
-    buildah.drop(name)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
