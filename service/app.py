@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.middleware import RequestContext
 from slimserve.service.api.routes import inference, probes
@@ -95,6 +96,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_handlers(app)
     app.include_router(inference)
     app.include_router(probes)
+    openapi.install(app, settings)
     app.add_middleware(
         RequestContext,
         metrics=metrics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Inputs = Annotated[
     str | Annotated[list[str], Field(min_length=1)],
@@ -15,8 +15,21 @@ Inputs = Annotated[
 ]
 
 
+def _json_integer(value: object) -> object:
+    # JSON Schema's "integer" is a value test: 3.0 is one, "3" and true are not. Strict pydantic would
+    # refuse 3.0 and lax pydantic would take "3"; this takes exactly what the published schema allows.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types are taken as the OpenAPI schema declares them ("truncate": 0 or "top_k": "3" is
+    # a 422, not silently coerced), as serde-based servers such as TEI behave.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     def texts(self) -> list[str]:
         inputs: str | list[str] = getattr(self, "inputs")  # noqa: B009 - every request has inputs
@@ -26,6 +39,7 @@ class _Request(BaseModel):
 class ClassifyRequest(_Request):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"inputs": ["my card has not arrived yet"], "top_k": 3}]},
     )
 
@@ -33,7 +47,9 @@ class ClassifyRequest(_Request):
     model: str | None = Field(
         None, description="A sequence-classification model; the endpoint's default if unset."
     )
-    top_k: int = Field(1, ge=1, le=1000, description="When > 1, `top` lists this many labels, best first.")
+    top_k: JsonInteger = Field(
+        1, ge=1, le=1000, description="When > 1, `top` lists this many labels, best first."
+    )
     truncate: bool = Field(
         True, description="Cut texts longer than the model's window; when false they get 400 input_too_long."
     )
@@ -42,6 +58,7 @@ class ClassifyRequest(_Request):
 class NerRequest(_Request):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"inputs": "Angela Merkel visited Paris.", "aggregation": "simple"}]},
     )
 
