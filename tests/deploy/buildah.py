@@ -86,10 +86,31 @@ def build(dockerfile: str, tag: str, build_args: dict[str, str]) -> str:
     return tag
 
 
-def remove(*images: str) -> None:
+def private_storage(work: Path) -> dict[str, str]:
+    """Environment that points buildah at a storage of the test session's own, under ``work``, so the
+    tests neither see nor touch the images and containers of the machine's default storage."""
+    conf = work / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{work / "graph"}"\nrunroot = "{work / "run"}"\n'
+    )
+    return {"CONTAINERS_STORAGE_CONF": str(conf)}
+
+
+def wipe_private_storage(work: Path) -> None:
+    """Delete every container and image of the private storage, then the storage itself."""
     buildah = tool("buildah")
-    subprocess.run([buildah, "rmi", "--force", *images], capture_output=True, timeout=120)
-    subprocess.run([buildah, "rmi", "--prune"], capture_output=True, timeout=120)
+    subprocess.run([buildah, "rm", "--all"], capture_output=True, timeout=300)
+    subprocess.run([buildah, "rmi", "--all", "--force"], capture_output=True, timeout=300)
+    # The overlay driver may keep its home bind-mounted; unmount anything left under ``work`` (deepest
+    # first) so that removing the folder never reaches through a mount.
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(work))), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=60)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def remove(*images: str) -> None:
+    subprocess.run([tool("buildah"), "rmi", "--force", *images], capture_output=True, timeout=120)
 
 
 def config(image: str) -> dict[str, Any]:
