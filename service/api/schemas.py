@@ -27,8 +27,9 @@ JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class _Request(BaseModel):
-    # strict: JSON types are taken as the OpenAPI schema declares them ("truncate": 0 or "top_k": "3" is
-    # a 422, not silently coerced), as serde-based servers such as TEI behave.
+    # Subclasses inherit this config (pydantic merges model_config). strict: JSON types are taken as
+    # the OpenAPI schema declares them ("truncate": 0 or "top_k": "3" is a 422, not silently
+    # coerced), as serde-based servers such as TEI behave.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     def texts(self) -> list[str]:
@@ -38,8 +39,6 @@ class _Request(BaseModel):
 
 class ClassifyRequest(_Request):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={"examples": [{"inputs": ["my card has not arrived yet"], "top_k": 3}]},
     )
 
@@ -57,8 +56,6 @@ class ClassifyRequest(_Request):
 
 class NerRequest(_Request):
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={"examples": [{"inputs": "Angela Merkel visited Paris.", "aggregation": "simple"}]},
     )
 
