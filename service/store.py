@@ -16,14 +16,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: variants carry precision, form and architecture; the manifest records the recommended variant
+# per device and the quality policy behind it. Version-1 manifests still load (those fields default).
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 # Optional (`slimserve build --keep-pytorch`): the fine-tuned model in Hugging Face layout, never served.
 PYTORCH_DIR = "pytorch"
 
 Task = Literal["sequence-classification", "token-classification"]
-VariantName = str  # "fp32" | "fp16" | "int8" (and more later)
+VariantName = str  # "fp32" | "fp16" | "int8" | "int8-static" | "<form>-<precision>" (e.g. "l3-int8")
+Precision = Literal["fp32", "fp16", "int8", "int8-static"]
+Device = Literal["cpu", "cuda"]
+# The fine-tuned model's own variants; every other variant belongs to a compressed form.
+TEACHER = "teacher"
 
 
 class StoreError(Exception):
@@ -47,6 +53,21 @@ class Parity(BaseModel):
     label_agreement: float = Field(description="share of argmax labels equal to PyTorch's, 0..1")
 
 
+class Architecture(BaseModel):
+    """The encoder a variant runs: what pruning and distillation changed, and what it costs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    layers: int
+    heads: list[int] = Field(description="attention heads kept, per layer")
+    ffn: list[int] = Field(description="FFN intermediate width, per layer")
+    parameters: int = Field(description="all parameters, embeddings and head included")
+    flops_per_token: int = Field(
+        description="multiply-adds x 2 of the encoder per token at the model's max_seq_len "
+        "(matrix products and attention scores; embeddings, norms and activations left out)"
+    )
+
+
 class Variant(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -58,7 +79,30 @@ class Variant(BaseModel):
         "measured through the serving runtime"
     )
     parity: Parity
-    latency_ms: dict[str, float] = Field(default_factory=dict)
+    latency_ms: dict[str, float] = Field(
+        default_factory=dict, description="batch_1 and batch_32 medians, one probe run over all variants"
+    )
+    # Schema 2. A version-1 manifest's variants are the teacher's own, named by their precision.
+    precision: Precision | None = None
+    form: str = Field(default=TEACHER, description="'teacher' or the recipe's name of a compressed form")
+    architecture: Architecture | None = None
+
+    @property
+    def throughput(self) -> float | None:
+        """Batch-32 sequences per second from the probe, when measured."""
+        ms = self.latency_ms.get("batch_32")
+        return 32_000.0 / ms if ms else None
+
+
+class Policy(BaseModel):
+    """How the build chose ``recommended``: the fastest variant keeping this share of the teacher's
+    headline metric (fp32 teacher, measured through the serving runtime)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    metric: str
+    min_relative_quality: float
+    teacher: float = Field(description="the fp32 teacher's headline metric")
 
 
 class DataInfo(BaseModel):
@@ -86,6 +130,10 @@ class Manifest(BaseModel):
         default_factory=dict, description="the PyTorch model's metrics on the same split"
     )
     tokenizer: str = TOKENIZER
+    recommended: dict[Device, VariantName] = Field(
+        default_factory=dict, description="schema 2: the variant the build recommends per device"
+    )
+    policy: Policy | None = None
 
     def write(self, directory: Path) -> Path:
         path = directory / MANIFEST
