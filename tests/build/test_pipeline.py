@@ -16,9 +16,9 @@ import pytest
 from onnx import numpy_helper
 from slimserve.build import publish as publish_mod
 from slimserve.build.errors import GateError, PublishError
+from slimserve.build.evaluate.verify import VerifyConfig
 from slimserve.build.pipeline import BuildOptions, run_build
 from slimserve.build.recipe import parse_recipe
-from slimserve.build.verify import VerifyConfig
 from slimserve.service.store import model_names, read_manifest, verify_checksums, version_dir
 
 from tests.tiny import tiny_recipe
