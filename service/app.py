@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.middleware import RequestContext
-from slimserve.service.api.routes import inference, probes
+from slimserve.service.api.routes import endpoints, inference, probes
 from slimserve.service.errors import ServiceError, install_handlers
 from slimserve.service.metrics import Metrics
 from slimserve.service.registry import Registry
@@ -94,6 +94,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.state.metrics = metrics
     app.state.registry = registry
     install_handlers(app)
+    app.include_router(endpoints)
     app.include_router(inference)
     app.include_router(probes)
     openapi.install(app, settings)

@@ -15,7 +15,10 @@ that turns an exception into a response::
     ├── DeadlineExceeded    504 timeout
     ├── ReloadFailed        409 reload_failed   (the old version keeps serving)
     ├── ClientClosed        499 client_closed   (the client left; nobody reads it, metrics count it)
-    └── InferenceFailed     500 internal        (a runner failure: never caused by input)
+    ├── RouteNotFound       404 not_found       (routing: no such path)
+    ├── MethodNotAllowed    405 method_not_allowed (routing: the path exists, the method does not)
+    ├── InferenceFailed     500 internal        (a runner failure: never caused by input)
+    └── InternalError       500 internal        (a bug; logged with its traceback)
 """
 
 from __future__ import annotations
@@ -124,12 +127,44 @@ class InferenceFailed(ServiceError):
     type = "internal"
 
 
-def envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+class InternalError(ServiceError):
+    """A bug: logged with its traceback where it was caught."""
+
+    status = 500
+    type = "internal"
+
+    def __init__(self) -> None:
+        super().__init__("internal error; the request id in x-request-id locates it in the logs")
+
+
+def _envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The contract's error body: ``{"error": {"type": ..., "message": ...}}``."""
     return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
-def _describe(errors: Sequence[Any]) -> str:
+def error_response(exc: BaseException) -> Response:
+    """The response for any exception: the contract's envelope for a ServiceError, 500 ``internal``
+    (logged with its traceback) for anything else. The exception handlers below, the fast path and the
+    middleware all answer errors through this one function."""
+    if not isinstance(exc, ServiceError):
+        log.error("unhandled error", exc_info=exc)
+        exc = InternalError()
+    return _envelope(exc.status, exc.type, exc.message, exc.headers())
+
+
+class RouteNotFound(ServiceError):
+    """No route has this path (routing, not a model lookup)."""
+
+    status = 404
+    type = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+    type = "method_not_allowed"
+
+
+def describe_validation(errors: Sequence[Any]) -> str:
     parts = []
     for err in list(errors)[:5]:
         where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
@@ -142,25 +177,34 @@ def _describe(errors: Sequence[Any]) -> str:
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return envelope(exc.status, exc.type, exc.message, exc.headers())
+    return error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return envelope(422, InvalidRequest.type, _describe(exc.errors()))
+    return error_response(InvalidRequest(describe_validation(exc.errors())))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    # Routing errors only (unknown path, wrong method); the API itself raises ServiceErrors.
-    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, type_, str(exc.detail), dict(exc.headers or {}))
+    # Routing (unknown path, wrong method); the API itself raises ServiceErrors. Anything else
+    # Starlette or FastAPI might raise about a request is a request the contract calls invalid.
+    error: ServiceError
+    if exc.status_code == 404:
+        error = RouteNotFound(f"no route {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        response = error_response(error)
+        response.headers.update(dict(exc.headers or {}))  # Allow
+        return response
+    else:
+        error = InvalidRequest(str(exc.detail))
+    return error_response(error)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    return envelope(500, "internal", "internal error; the request id in x-request-id locates it in the logs")
+    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(InternalError())
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -18,12 +18,12 @@ from typing import Any
 
 from slimserve.service import store
 from slimserve.service.engine.batcher import BatchPolicy, DeviceSlot, Engine, EngineResult, EngineRetired
+from slimserve.service.engine.codec import Codec
 from slimserve.service.engine.runner import CPU, CUDA, OnnxRunner, RunnerError, gpu_available
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import ModelNotFound, ReloadFailed
 from slimserve.service.metrics import Metrics
 from slimserve.service.settings import Settings
-from slimserve.service.tasks.base import Codec
 from slimserve.service.tasks.classification import ClassificationCodec
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ class Registry:
                 overhead_tokens=s.effective_overhead_tokens(on_gpu),
                 wait_ms=s.effective_batch_wait_ms(on_gpu),
                 max_queue=s.max_queue,
+                max_queue_tokens=s.max_queue_tokens,
+                max_request_tokens=s.max_request_tokens,
                 retry_after_s=s.retry_after_s,
                 debug_delay_ms=s.debug_runner_delay_ms,
                 inline_chars=s.tokenize_inline_chars,
