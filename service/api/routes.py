@@ -180,7 +180,11 @@ async def models(registry: RegistryDep) -> schemas.ModelsResponse:
                 metrics=dict(s.manifest.variants[s.variant].metrics),
             )
             for s in registry.served()
-        ]
+        ],
+        refused=[
+            schemas.RefusedVersion(name=r.name, version=r.version, reason=r.reason, retrying=r.transient)
+            for r in registry.refused()
+        ],
     )
 
 
@@ -226,9 +230,10 @@ async def healthz() -> schemas.Status:
     tags=["probes"],
 )
 async def readyz(registry: RegistryDep) -> JSONResponse:
-    # Answered from a flag: never touches a queue, so it stays fast under any load.
-    if not registry.ready:
-        raise NotReady(registry.loading_error or "models are still loading")
+    # Answered from flags: never touches a queue or the disk, so it stays fast under any load.
+    problem = registry.readiness()
+    if problem is not None:
+        raise NotReady(problem)
     return JSONResponse({"status": "ready"})
 
 

@@ -105,6 +105,7 @@ def publish(
         recipe={"fake": True},
         created_at=datetime.now(UTC),
         variants=variants,
+        files={"tokenizer.json": store.sha256_file(tmp / "tokenizer.json")},
     ).write(tmp)
     tmp.rename(directory)
     return directory
