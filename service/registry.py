@@ -1,9 +1,9 @@
 """The lifecycle of served models: start-up, reloads, store polling, refusals, shutdown.
 
-Loading one version reads its manifest (``catalog``), picks the variant and provider
-(``variant_choice``), checks every sha256, opens the ONNX graph, checks the output width against the
-labels, warms the engine up under the device slots and only then makes it visible. Any failure, of
-any kind, becomes :class:`ReloadFailed` with the cause, is logged, counted in
+Loading one version reads its manifest (``catalog``), picks the provider and the variant
+(``provider_choice``, ``variants``), checks every sha256, opens the ONNX graph, checks the output
+width against the labels, warms the engine up under the device slots and only then makes it
+visible. Any failure, of any kind, becomes :class:`ReloadFailed` with the cause, is logged, counted in
 ``slimserve_model_reloads_total{outcome="failed"}`` and listed under ``refused`` in ``/v1/models``.
 
 - Start-up serves each model's highest version that loads: a corrupt newest version is refused and
@@ -34,10 +34,10 @@ from slimserve.service.engine.runner import CUDA
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import ModelNotFound, NotReady, ReloadFailed
 from slimserve.service.metrics import Metrics
+from slimserve.service.provider_choice import open_runner
 from slimserve.service.settings import Settings
 from slimserve.service.tasks.base import Codec
 from slimserve.service.tasks.classification import ClassificationCodec
-from slimserve.service.variant_choice import open_runner
 
 log = logging.getLogger(__name__)
 
