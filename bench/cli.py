@@ -26,7 +26,7 @@ def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
 
 def conll_texts(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
     """CoNLL-2003 validation sentences of 6 or more words, words joined by spaces (what a client sends)."""
-    from slimserve.build.conll import read_conll
+    from slimserve.build.data.conll import read_conll
 
     sentences = read_conll(data_dir / "conll2003" / "valid.txt")
     texts = [" ".join(s.tokens) for s in sentences if len(s.tokens) >= 6]

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from slimserve.build.data import Dataset, load_dataset
+from slimserve.build.convert.export import ExportConfig, export
+from slimserve.build.convert.optimize import OptimizeConfig, optimize
+from slimserve.build.convert.quantize import Fp16Config, Int8Config, to_fp16, to_int8
+from slimserve.build.data.load import Dataset, load_dataset
 from slimserve.build.errors import GateError
-from slimserve.build.export import ExportConfig, export
-from slimserve.build.metrics import EvalBatches, score
-from slimserve.build.optimize import OptimizeConfig, optimize
+from slimserve.build.evaluate.metrics import EvalBatches, score
+from slimserve.build.evaluate.verify import VariantReport, VerifyConfig, gate, verify_variant
 from slimserve.build.publish import copy_files, publish
-from slimserve.build.quantize import Fp16Config, Int8Config, to_fp16, to_int8
 from slimserve.build.recipe import Recipe
-from slimserve.build.verify import VariantReport, VerifyConfig, gate, verify_variant
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.store import PYTORCH_DIR, TOKENIZER, DataInfo, Manifest, Parity, Variant, read_manifest
 
@@ -99,7 +99,7 @@ def run_build(
         f"from {dataset.source}"
     )
     # torch and transformers load only once the cheap checks above have passed.
-    from slimserve.build.finetune import encode, finetune, load_base, logits_of, save_pytorch
+    from slimserve.build.train.finetune import encode, finetune, load_base, logits_of, save_pytorch
 
     with tempfile.TemporaryDirectory(prefix=f"slimserve-build-{recipe.name}-") as tmp:
         work = Path(tmp)

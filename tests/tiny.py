@@ -135,9 +135,9 @@ def tiny_data(directory: Path, models: Sequence[str], rows: int = 200) -> Path:
 def build_tiny_store(store: Path, models: Sequence[str] = ("sentiment", "intent")) -> Path:
     """Publish version 1 (or the next) of each tiny model into ``store`` through the real pipeline."""
     import torch
+    from slimserve.build.evaluate.verify import VerifyConfig
     from slimserve.build.pipeline import BuildOptions, run_build
     from slimserve.build.recipe import parse_recipe
-    from slimserve.build.verify import VerifyConfig
 
     # One thread: the tiny model gains nothing from more, and the machine is shared.
     torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Decoding for token classification (NER): windows over long texts, BIO merging, exact offsets.
 
 Which piece speaks for a word: the model is trained with the tag on each word's FIRST piece only
-(later pieces are ignored by the loss, see ``slimserve.build.align``), so a word's tag and score come
+(later pieces are ignored by the loss, see ``slimserve.build.data.align``), so a word's tag and score come
 from its first piece; later pieces never vote. An entity's span still covers every piece of its
 words, so ``"Merkel"`` split into ``mer ##kel`` is returned whole.
 

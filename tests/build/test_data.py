@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slimserve.build.data import load_dataset, stratified_split
+from slimserve.build.data.load import load_dataset, stratified_split
 from slimserve.build.errors import DataError
 from slimserve.build.recipe import parse_recipe
 
@@ -50,7 +50,7 @@ def test_sst2_tsv_keeps_quotes_and_maps_labels(tmp_path: Path) -> None:
 
 
 def test_split_is_seeded_and_disjoint() -> None:
-    from slimserve.build.data import Examples
+    from slimserve.build.data.load import Examples
 
     examples = Examples([f"t{i}" for i in range(200)], [i % 4 for i in range(200)])
     a_train, a_eval = stratified_split(examples, 0.1, seed=3)

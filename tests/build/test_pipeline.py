@@ -16,9 +16,9 @@ import pytest
 from onnx import numpy_helper
 from slimserve.build import publish as publish_mod
 from slimserve.build.errors import GateError, PublishError
+from slimserve.build.evaluate.verify import VerifyConfig
 from slimserve.build.pipeline import BuildOptions, run_build
 from slimserve.build.recipe import parse_recipe
-from slimserve.build.verify import VerifyConfig
 from slimserve.service.store import model_names, read_manifest, verify_checksums, version_dir
 
 from tests.tiny import tiny_recipe
@@ -70,8 +70,8 @@ def test_cli_build_publishes_and_models_lists(
     listing = _cli("models", "--store", str(store))
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[1].split()[:5] == ["sentiment", "sequence-classification", "1", "1", "fp32"]
-    assert [line.split()[0] for line in lines[2:]] == ["fp16", "int8"]
+    assert lines[1].split()[:6] == ["sentiment", "sequence-classification", "1", "fp32", "fp32", "teacher"]
+    assert [line.split()[0] for line in lines[2:4]] == ["fp16", "int8"]
 
 
 def test_keep_pytorch_publishes_a_checkpoint_the_transformers_pipeline_loads(

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from slimserve.build.data import Examples
-from slimserve.build.export import export
-from slimserve.build.finetune import load_base, logits_of
-from slimserve.build.metrics import EvalBatches, macro_f1, score
-from slimserve.build.optimize import OptimizeConfig, optimize
-from slimserve.build.quantize import to_fp16, to_int8
+from slimserve.build.convert.export import export
+from slimserve.build.convert.optimize import OptimizeConfig, optimize
+from slimserve.build.convert.quantize import to_fp16, to_int8
+from slimserve.build.data.load import Examples
+from slimserve.build.evaluate.metrics import EvalBatches, macro_f1, score
+from slimserve.build.evaluate.verify import VariantReport, gate, verify_variant
 from slimserve.build.recipe import GateSpec, parse_recipe
-from slimserve.build.verify import VariantReport, gate, verify_variant
+from slimserve.build.train.finetune import load_base, logits_of
 from slimserve.service.engine.runner import OnnxRunner
 from slimserve.service.engine.tokenizer import TextTokenizer, pad
 
@@ -120,7 +120,7 @@ def test_gate_uses_f1_for_token_classification() -> None:
 
 
 def test_length_grouped_batches_cover_every_row_once_and_cut_padding() -> None:
-    from slimserve.build.finetune import length_grouped_batches
+    from slimserve.build.train.finetune import length_grouped_batches
 
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(3, 60, size=1000))

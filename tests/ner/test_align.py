@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from slimserve.build.align import IGNORE_INDEX, UnknownTagError, align_labels
+from slimserve.build.data.align import IGNORE_INDEX, UnknownTagError, align_labels
 
 LABEL2ID = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3}
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from slimserve.build.conll import (
+from slimserve.build.data.conll import (
     MalformedLineError,
     TaggedDataError,
     TaggedSentence,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from slimserve.build.ner_metrics import entity_f1
+from slimserve.build.evaluate.ner_metrics import entity_f1
 
 
 def test_perfect_and_empty() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from slimserve.build.metrics import EvalBatches, headline, parity, score
+from slimserve.build.evaluate.metrics import EvalBatches, headline, parity, score
 from slimserve.build.recipe import GateSpec
 from slimserve.service.engine.runner import OnnxRunner
 from slimserve.service.engine.tokenizer import pad

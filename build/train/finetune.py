@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from slimserve.build.data import Examples
+from slimserve.build.data.load import Examples
 from slimserve.build.errors import BaseModelError
-from slimserve.build.metrics import EvalBatches, headline, score
+from slimserve.build.evaluate.metrics import EvalBatches, headline, score
 from slimserve.build.recipe import DEFAULT_BASE_MODEL, Recipe, TrainSpec
 from slimserve.service.engine.tokenizer import TextTokenizer, pad
 from slimserve.service.store import TOKENIZER, Task
@@ -98,7 +98,7 @@ def encode(tokenizer: TextTokenizer, task: Task, examples: Examples) -> list[Any
 
 
 def _token_labels(encodings: list[Any], examples: Examples, labels: list[str]) -> list[list[int]]:
-    from slimserve.build.align import align_labels
+    from slimserve.build.data.align import align_labels
 
     label2id = {name: i for i, name in enumerate(labels)}
     return [

@@ -224,7 +224,7 @@ def load_dataset(recipe: Recipe, training: TrainSpec, data_dir: Path | None) -> 
         source = ", ".join(str(p.relative_to(data_dir)) for p in files)
         digest = _hash_files(files)
     elif spec.hub is not None:
-        from slimserve.build.hub import hub_rows
+        from slimserve.build.data.hub import hub_rows
 
         train_rows, eval_rows, source = hub_rows(recipe)
         origin = source

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from slimserve.build.data import Examples
+from slimserve.build.data.load import Examples
 from slimserve.service.engine.tokenizer import Batch, pad
-from slimserve.service.store import Task
+from slimserve.service.store import Task, headline_metric
 from slimserve.service.tasks import classification
 from tokenizers import Encoding
 
@@ -73,7 +73,7 @@ def _word_predictions(
 def score(task: Task, labels: list[str], logits: list[np.ndarray], data: EvalBatches) -> dict[str, float]:
     """accuracy + macro_f1 (sequence classification) or entity-level f1 (token classification)."""
     if task == "token-classification":
-        from slimserve.build.ner_metrics import entity_f1
+        from slimserve.build.evaluate.ner_metrics import entity_f1
 
         gold, pred = _word_predictions(logits, data, labels)
         return {"f1": float(entity_f1(gold, pred))}
@@ -104,5 +104,6 @@ def parity(
 
 
 def headline(task: Task) -> str:
-    """The metric the gate compares and the fine-tuning keeps the best epoch by."""
-    return "f1" if task == "token-classification" else "accuracy"
+    """The metric the gate compares and the fine-tuning keeps the best epoch by (the store's
+    headline metric: the serving policy judges variants by the same one)."""
+    return headline_metric(task)

@@ -1,0 +1,1 @@
+"""Compressed forms of the fine-tuned teacher: layer-dropped students and structured pruning."""
