@@ -35,6 +35,17 @@ Send `x-deadline-ms` to ask for a shorter deadline than the server's.
 """
 
 
+def _log_end(task: asyncio.Task[None]) -> None:
+    """A background task must never end silently: say how it ended unless it was cancelled."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %s died: %r", task.get_name(), exc, exc_info=exc)
+    elif task.get_name() == "store-poll":
+        log.error("background task %s ended; the store is no longer polled", task.get_name())
+
+
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1)."""
     # Tokenization runs on its own worker; rayon threads inside `tokenizers` would compete with ORT.
@@ -68,9 +79,13 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
                 # every model request will 404 until then: say so where operators look first.
                 log.warning("ready, but the store %s holds no model: requests answer 404", settings.store)
             if settings.poll_interval_s > 0:
-                tasks.append(asyncio.create_task(registry.poll()))
+                poll = asyncio.create_task(registry.poll(), name="store-poll")
+                poll.add_done_callback(_log_end)
+                tasks.append(poll)
 
-        tasks.append(asyncio.create_task(load()))
+        loading = asyncio.create_task(load(), name="store-load")
+        loading.add_done_callback(_log_end)
+        tasks.append(loading)
         try:
             yield
         finally:

@@ -10,10 +10,11 @@ that turns an exception into a response::
     │                                            shape against its data, an output this model lacks)
     ├── Unauthorized        401 unauthorized
     ├── ModelNotFound       404 model_not_found
+    ├── RequestTimeout      408 request_timeout (the body did not arrive in time: slow clients)
     ├── PayloadTooLarge     413 payload_too_large
     ├── InvalidRequest      422 validation_error
     ├── Overloaded          503 overloaded (Retry-After)
-    ├── NotReady            503 not_ready
+    ├── NotReady            503 not_ready       (also: shutting down, a model marked unhealthy)
     ├── DeadlineExceeded    504 timeout
     ├── ReloadFailed        409 reload_failed   (the old version keeps serving)
     ├── ClientClosed        499 client_closed   (the client left; nobody reads it, metrics count it)
@@ -79,6 +80,13 @@ class ModelNotFound(ServiceError):
     type = "model_not_found"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within the body-read timeout (a slow or stalled client)."""
+
+    status = 408
+    type = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     type = "payload_too_large"
@@ -115,10 +123,17 @@ class DeadlineExceeded(ServiceError):
 
 
 class ReloadFailed(ServiceError):
-    """A new model version was refused (bad checksum, corrupt ONNX, wrong labels)."""
+    """A new model version was refused (bad checksum, corrupt ONNX, wrong labels).
+
+    ``transient``: the cause was an I/O error (a network volume hiccup, a file still being copied),
+    not the version's content; polling tries it again instead of refusing it for good."""
 
     status = 409
     type = "reload_failed"
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ClientClosed(ServiceError):

@@ -133,8 +133,20 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float] = Field(description="The manifest's metrics for the served variant.")
 
 
+class RefusedVersion(BaseModel):
+    name: str
+    version: int
+    reason: str = Field(description="Why the version did not load (the file and the cause).")
+    retrying: bool = Field(description="An I/O error: store polling tries the version again later.")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    refused: list[RefusedVersion] = Field(
+        default_factory=list,
+        description="Versions that did not load and are not served (a corrupt newest version at "
+        "start-up, a refused reload), newest first per model; the model serves the highest that loads.",
+    )
 
 
 class ReloadResponse(BaseModel):
