@@ -21,14 +21,29 @@ SINGULAR = {"models": "model", "pins": "pin", "variants": "variant", "api_keys":
 NOTES = {
     "models": " Repeat the flag.",
     "pins": " NAME=VERSION, repeatable.",
-    "variants": " NAME=VARIANT, repeatable.",
     "api_keys": " Repeatable; prefer the environment (flags show in ps).",
 }
+# Settings given through another setting's flag: --variant VARIANT sets `variant` (every model),
+# --variant NAME=VARIANT an entry of `variants` (one model).
+SHARED = {"variant": "variants"}
 
 
 def _help(field: str) -> str:
     description = Settings.model_fields[field].description or ""
-    return f"{description}{NOTES.get(field, '')} [env SLIMSERVE_{field.upper()}]"
+    text = f"{description}{NOTES.get(field, '')} [env SLIMSERVE_{field.upper()}]"
+    for single, mapping in SHARED.items():
+        if field == mapping:
+            usage = "Give VARIANT for every model, or NAME=VARIANT for one model (repeatable):"
+            text = f"{_help(single)} {usage} {text}"
+    return text
+
+
+def _global_variant(values: list[str] | None) -> str | None:
+    """The one --variant value without NAME= (the setting for every model)."""
+    plain = [v for v in values or [] if "=" not in v]
+    if len(plain) > 1:
+        raise typer.BadParameter(f"one variant for every model, got {plain}", param_hint="--variant")
+    return plain[0] if plain else None
 
 
 def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, Any] | None:
@@ -69,6 +84,8 @@ def _options() -> list[inspect.Parameter]:
     environment and the defaults."""
     params = []
     for name, field in Settings.model_fields.items():
+        if name in SHARED:
+            continue
         kind_type, kind = _flag_type(field.annotation)
         flag = "--" + SINGULAR.get(name, name.replace("_", "-"))
         decls = [f"{flag}/--no-{flag[2:]}"] if kind == "flag" else [flag]
@@ -81,9 +98,15 @@ def _options() -> list[inspect.Parameter]:
 def _settings_from_flags(given: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, value in given.items():
+        if name in SHARED:
+            continue
         field = Settings.model_fields[name]
         _, kind = _flag_type(field.annotation)
         flag = "--" + SINGULAR.get(name, name.replace("_", "-"))
+        for single, mapping in SHARED.items():
+            if name == mapping:  # the flag's plain values are the shared setting's
+                values[single] = _global_variant(value)
+                value = [v for v in value or [] if "=" in v]
         if kind == "pairs":
             value_type = typing.get_args(field.annotation)[1]
             value = _pairs(value, flag, value_type)
@@ -91,7 +114,7 @@ def _settings_from_flags(given: dict[str, Any]) -> dict[str, Any]:
             value = None
         if value is not None:
             values[name] = value
-    return values
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def serve(**given: Any) -> None:

@@ -110,7 +110,7 @@ class RequestContext:
         """The 413, written in full at once; then the unread rest of the body is drained (bounded) and
         the response completed, which closes the connection (``Connection: close``)."""
         response = error_response(
-            PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
+            PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes"), scope["path"]
         )
         response.headers["connection"] = "close"
         start = {

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 from slimserve.service.api.endpoints import ENDPOINTS
 from slimserve.service.api.serving import DEADLINE_HEADER
+from slimserve.service.api.v2 import routes as v2
 from slimserve.service.settings import Settings
 
 BEARER = "bearer"
@@ -81,6 +82,7 @@ def _errors_are_json(operation: dict[str, Any]) -> None:
 def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec FastAPI generated, completed in place (and returned)."""
     paths = spec["paths"]
+    v2.document(spec)
     for item in paths.values():
         for operation in item.values():
             _errors_are_json(operation)
@@ -97,7 +99,9 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
             BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys."}
         }
         for path, item in paths.items():
-            guarded = path.startswith("/v1/") or (path == "/metrics" and settings.metrics_auth)
+            guarded = path.startswith(("/v1/", "/v2/models/")) or (
+                path == "/metrics" and settings.metrics_auth
+            )
             for operation in item.values():
                 if guarded:
                     operation["security"] = [{BEARER: []}]

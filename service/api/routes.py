@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from slimserve.service import store
 from slimserve.service.api import schemas
 from slimserve.service.api.deps import (
     MetricsDep,
@@ -19,6 +20,7 @@ from slimserve.service.api.deps import (
 )
 from slimserve.service.api.endpoints import ENDPOINTS, Endpoint, answer
 from slimserve.service.errors import NotReady
+from slimserve.service.registry import Served
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -102,19 +104,30 @@ for _endpoint in ENDPOINTS:
 )
 async def models(registry: RegistryDep) -> schemas.ModelsResponse:
     return schemas.ModelsResponse(
-        models=[
-            schemas.ModelInfo(
-                name=s.name,
-                task=s.manifest.task,
-                version=s.version,
-                variant=s.variant,
-                provider=s.provider,
-                labels=list(s.manifest.labels),
-                max_seq_len=s.manifest.max_seq_len,
-                metrics=dict(s.manifest.variants[s.variant].metrics),
-            )
-            for s in registry.served()
-        ]
+        models=[_model_info(s) for s in registry.served()],
+        refused=[
+            schemas.RefusedVersion(name=r.name, version=r.version, reason=r.reason, retrying=r.transient)
+            for r in registry.refused()
+        ],
+    )
+
+
+def _model_info(s: Served) -> schemas.ModelInfo:
+    variant = s.manifest.variants[s.variant]
+    arch = variant.architecture
+    return schemas.ModelInfo(
+        name=s.name,
+        task=s.manifest.task,
+        version=s.version,
+        variant=s.variant,
+        precision=store.precision_of(s.variant, variant),
+        form=variant.form,
+        architecture=schemas.Architecture.model_validate(arch.model_dump()) if arch else None,
+        recommended=dict(s.manifest.recommended),
+        provider=s.provider,
+        labels=list(s.manifest.labels),
+        max_seq_len=s.manifest.max_seq_len,
+        metrics=dict(variant.metrics),
     )
 
 
@@ -160,9 +173,10 @@ async def healthz() -> schemas.Status:
     tags=["probes"],
 )
 async def readyz(registry: RegistryDep) -> JSONResponse:
-    # Answered from a flag: never touches a queue, so it stays fast under any load.
-    if not registry.ready:
-        raise NotReady(registry.loading_error or "models are still loading")
+    # Answered from flags: never touches a queue or the disk, so it stays fast under any load.
+    problem = registry.readiness()
+    if problem is not None:
+        raise NotReady(problem)
     return JSONResponse({"status": "ready"})
 
 

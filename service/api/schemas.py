@@ -23,7 +23,10 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+AS_JSON_INTEGER = BeforeValidator(_json_integer)
+"""Put bounds beside it inside one Annotated (``Annotated[int, Field(ge=1), AS_JSON_INTEGER]``): bounds
+given outside are written to JSON Schema as "ge"/"le", which validators ignore."""
+JsonInteger = Annotated[int, AS_JSON_INTEGER]
 
 
 class InferenceRequest(BaseModel):
@@ -103,19 +106,47 @@ class NerResponse(BaseModel):
     results: list[NerResult]
 
 
+class Architecture(BaseModel):
+    layers: int
+    heads: list[int] = Field(description="Attention heads per layer.")
+    ffn: list[int] = Field(description="FFN intermediate width per layer.")
+    parameters: int
+    flops_per_token: int
+
+
 class ModelInfo(BaseModel):
     name: str
     task: str
     version: int
-    variant: str
+    variant: str = Field(description="The variant every request to this model is answered by.")
+    precision: str | None = Field(description="fp32, fp16, int8 or int8-static; null if unknown.")
+    form: str = Field(description="'teacher' (the fine-tuned model) or the compressed form's name.")
+    architecture: Architecture | None = Field(
+        description="The served variant's encoder; null for manifests built before schema 2."
+    )
+    recommended: dict[str, str] = Field(
+        description="The build's recommended variant per device (cpu, cuda); empty before schema 2."
+    )
     provider: str = Field(description="The execution provider ONNX Runtime really uses.")
     labels: list[str]
     max_seq_len: int
     metrics: dict[str, float] = Field(description="The manifest's metrics for the served variant.")
 
 
+class RefusedVersion(BaseModel):
+    name: str
+    version: int
+    reason: str = Field(description="Why the version did not load (the file and the cause).")
+    retrying: bool = Field(description="An I/O error: store polling tries the version again later.")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    refused: list[RefusedVersion] = Field(
+        default_factory=list,
+        description="Versions that did not load and are not served (a corrupt newest version at "
+        "start-up, a refused reload), newest first per model; the model serves the highest that loads.",
+    )
 
 
 class ReloadResponse(BaseModel):

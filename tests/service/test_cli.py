@@ -83,3 +83,11 @@ def test_bad_values_exit_2(captured: list[Settings], args: list[str]) -> None:
     result = CliRunner().invoke(app, ["serve", *args])
     assert result.exit_code == 2, (args, result.output)
     assert not captured
+
+
+def test_variant_flag_sets_every_model_or_one(captured: list[Settings]) -> None:
+    result = CliRunner().invoke(app, ["serve", "--variant", "best", "--variant", "ner=fp32"])
+    assert result.exit_code == 0, result.output
+    (s,) = captured
+    assert (s.variant, s.variants) == ("best", {"ner": "fp32"})
+    assert CliRunner().invoke(app, ["serve", "--variant", "best", "--variant", "int8"]).exit_code == 2
