@@ -17,6 +17,7 @@ from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.middleware import RequestContext
 from slimserve.service.api.routes import inference, probes
+from slimserve.service.api.v2 import routes as v2
 from slimserve.service.errors import ServiceError, install_handlers
 from slimserve.service.metrics import Metrics
 from slimserve.service.registry import Registry
@@ -103,6 +104,11 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             {"name": "inference", "description": "Run a model on texts."},
             {"name": "models", "description": "What is served, and reloading it."},
             {"name": "probes", "description": "Liveness, readiness and metrics (never queued)."},
+            {
+                "name": "v2",
+                "description": "Open Inference Protocol v2 (KServe / Triton REST) on the same models; errors "
+                'are `{"error": "..."}` here.',
+            },
         ],
     )
     app.state.settings = settings
@@ -111,6 +117,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_handlers(app)
     app.include_router(inference)
     app.include_router(probes)
+    app.include_router(v2.server)
+    app.include_router(v2.models)
     openapi.install(app, settings)
     app.add_middleware(
         RequestContext,

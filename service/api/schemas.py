@@ -23,7 +23,10 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+AS_JSON_INTEGER = BeforeValidator(_json_integer)
+"""Put bounds beside it inside one Annotated (``Annotated[int, Field(ge=1), AS_JSON_INTEGER]``): bounds
+given outside are written to JSON Schema as "ge"/"le", which validators ignore."""
+JsonInteger = Annotated[int, AS_JSON_INTEGER]
 
 
 class _Request(BaseModel):
