@@ -17,11 +17,18 @@ from pydantic import SecretStr
 from slimserve.service.settings import Settings
 
 # Flags named for one item of a list or mapping setting (repeatable): --model intent --model ner.
-SINGULAR = {"models": "model", "pins": "pin", "variants": "variant", "api_keys": "api-key"}
+SINGULAR = {
+    "models": "model",
+    "pins": "pin",
+    "variants": "variant",
+    "api_keys": "api-key",
+    "debug_faults": "debug-fault",
+}
 NOTES = {
     "models": " Repeat the flag.",
     "pins": " NAME=VERSION, repeatable.",
     "api_keys": " Repeatable; prefer the environment (flags show in ps).",
+    "debug_faults": " NAME=FAULT, repeatable.",
 }
 # Settings given through another setting's flag: --variant VARIANT sets `variant` (every model),
 # --variant NAME=VARIANT an entry of `variants` (one model).
@@ -109,7 +116,8 @@ def _settings_from_flags(given: dict[str, Any]) -> dict[str, Any]:
                 value = [v for v in value or [] if "=" in v]
         if kind == "pairs":
             value_type = typing.get_args(field.annotation)[1]
-            value = _pairs(value, flag, value_type)
+            cast = int if value_type is int else str  # the Settings validate the rest (Literals)
+            value = _pairs(value, flag, cast)
         elif kind == "list" and not value:
             value = None
         if value is not None:

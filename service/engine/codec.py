@@ -35,6 +35,9 @@ class Prepared:
 class Codec(Protocol[R_co]):
     """Per-task pre- and post-processing around the runner."""
 
+    token_level: bool
+    """The model's logits are per token, (batch, seq, labels), rather than per row, (batch, labels)."""
+
     def prepare(self, texts: list[str], params: Any) -> list[Prepared]:
         """One Prepared per text, in order. Runs on the tokenizer thread for large requests.
 

@@ -58,6 +58,8 @@ class ClassificationCodec:
     """The sequence-classification codec (see ``engine/codec.py``): one row per text, cut at the
     window unless the request asked not to truncate (then a longer text is 400 input_too_long)."""
 
+    token_level = False
+
     def __init__(self, tokenizer: TextTokenizer, labels: list[str]) -> None:
         self.tokenizer = tokenizer
         self.labels = labels

@@ -195,6 +195,8 @@ class NerItem(Prepared):
 class NerCodec:
     """Token-classification codec for the engine (see ``slimserve.service.engine.codec``)."""
 
+    token_level = True
+
     def __init__(self, tokenizer: TextTokenizer, labels: list[str], stride: int) -> None:
         window = tokenizer.content_len
         if not 0 <= stride < window:
