@@ -234,3 +234,28 @@ def test_token_classification_reports_f1(tmp_path: Path) -> None:
     assert {r.name: r.drop_points for r in rows(m)}["fp32"] == pytest.approx(0.0)
     write_report(m, tmp_path)
     assert "f1 (%)" in (tmp_path / "frontier.svg").read_text()
+
+
+def test_cli_without_matplotlib_prints_the_table_and_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    store = tmp_path / "store"
+    publish(store, manifest(1))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = CliRunner().invoke(app, ["report", "sentiment", "--store", str(store), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "| l3-int8 " in result.stdout
+    assert result.stderr.startswith("error: ") and "slimserve[build]" in result.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_unwritable_out_is_exit_1(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    publish(store, manifest(1))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["report", "sentiment", "--store", str(store), "--out", str(blocker)])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.output

@@ -78,8 +78,9 @@ async def live() -> protocol.ServerLive:
     responses=_errors(503),
 )
 async def ready(registry: RegistryDep) -> protocol.ServerReady:
-    if not registry.ready:
-        raise NotReady(registry.loading_error or "models are still loading")
+    problem = registry.readiness()  # the same truth as /readyz: loading, unhealthy or shutting down
+    if problem is not None:
+        raise NotReady(problem)
     return protocol.ServerReady(ready=True)
 
 
