@@ -234,6 +234,11 @@ def describe_validation(errors: Sequence[Any]) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def invalid(errors: Sequence[Any]) -> InvalidRequest:
+    """The 422 for a body that pydantic refused (``ValidationError.errors()``), described briefly."""
+    return InvalidRequest(describe_validation(errors))
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     return error_response(exc, request.url.path)
 

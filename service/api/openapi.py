@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 from slimserve.service.api.endpoints import ENDPOINTS
+from slimserve.service.api.hf import routes as hf
 from slimserve.service.api.serving import DEADLINE_HEADER
 from slimserve.service.api.v2 import routes as v2
 from slimserve.service.settings import Settings
@@ -70,6 +71,20 @@ def _document_limits(schema: dict[str, Any], settings: Settings) -> None:
     )
 
 
+def _document_tensor_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """The v2 text tensor's ``data``: the same limits as ``inputs`` elsewhere."""
+    (array, _null) = schema["properties"]["data"]["anyOf"]
+    array["maxItems"] = settings.max_inputs
+    for option in array["items"]["anyOf"]:
+        if option["type"] != "string":  # rows of shape [n, 1]: the total must stay within the limit too
+            option["maxItems"] = 1
+    array["description"] = (
+        array.get("description", "") + f" At most {settings.max_inputs} texts, a body of at most "
+        f"{settings.max_body_bytes} bytes and {settings.max_request_tokens} tokens of model work "
+        "(beyond them: 413)."
+    ).strip()
+
+
 def _errors_are_json(operation: dict[str, Any]) -> None:
     # FastAPI files a route's extra responses under the route's own media type (text/plain for
     # /metrics), but every error is the JSON envelope of errors.py.
@@ -83,6 +98,7 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec FastAPI generated, completed in place (and returned)."""
     paths = spec["paths"]
     v2.document(spec)
+    hf.document(spec)
     for item in paths.values():
         for operation in item.values():
             _errors_are_json(operation)
@@ -92,14 +108,17 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for endpoint in ENDPOINTS:
         operation = paths[endpoint.path]["post"]
         operation.setdefault("parameters", []).extend(_request_headers(settings))
-    for name in sorted({e.request.__name__ for e in ENDPOINTS}):
+    for name in (*sorted({e.request.__name__ for e in ENDPOINTS}), "PredictRequest"):
         _document_limits(components[name], settings)
+    for name in ("TextClassificationRequest", "TokenClassificationRequest"):
+        _document_limits(components[name], settings)
+    _document_tensor_limits(components["RequestInput"], settings)
     if settings.api_keys:
         spec["components"]["securitySchemes"] = {
             BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys."}
         }
         for path, item in paths.items():
-            guarded = path.startswith(("/v1/", "/v2/models/")) or (
+            guarded = path.startswith(("/v1/", "/v2/models/", "/hf/")) or (
                 path == "/metrics" and settings.metrics_auth
             )
             for operation in item.values():
