@@ -26,8 +26,11 @@ class EvalBatches:
     examples: Examples
 
     @classmethod
-    def build(cls, encodings: list[Encoding], examples: Examples, batch_size: int = 32) -> EvalBatches:
-        batches = [pad(encodings[i : i + batch_size]) for i in range(0, len(encodings), batch_size)]
+    def build(
+        cls, encodings: list[Encoding], examples: Examples, batch_size: int = 32, pad_id: int = 0
+    ) -> EvalBatches:
+        # Padded with the tokenizer's own pad id, as the serving batcher pads.
+        batches = [pad(encodings[i : i + batch_size], pad_id) for i in range(0, len(encodings), batch_size)]
         return cls(encodings, batches, examples)
 
 
