@@ -1,5 +1,6 @@
-"""`slimserve build` and `slimserve models`. Nothing heavy at import time: torch and transformers
-load inside the build, after the recipe and the data have been checked."""
+"""`slimserve build`, `slimserve models` and `slimserve report`. Nothing heavy at import time: torch
+and transformers load inside the build, after the recipe and the data have been checked; matplotlib
+inside the report."""
 
 from __future__ import annotations
 
@@ -90,35 +91,118 @@ def models(
         typer.Option("--store", envvar="SLIMSERVE_STORE", help="Model store to list."),
     ] = DEFAULT_STORE,
 ) -> None:
-    """List the store: name, task, versions, variants and their metrics (latest version)."""
-    from slimserve.service.store import StoreError, model_names, read_manifest, version_dir, versions
+    """List the store: per model and version, every variant with its precision, form, architecture,
+    size and metrics, and the variants the build recommends (cpu, cuda)."""
+    from slimserve.build.report import arch_summary
+    from slimserve.service.store import (
+        StoreError,
+        model_names,
+        precision_of,
+        read_manifest,
+        version_dir,
+        versions,
+    )
 
     names = model_names(store)
     if not names:
         typer.echo(f"no models in {store}")
         return
-    rows = [["name", "task", "versions", "latest", "variant", "MB", "metrics"]]
+    rows = [
+        [
+            "name",
+            "task",
+            "version",
+            "variant",
+            "precision",
+            "form",
+            "architecture",
+            "MB",
+            "metrics",
+            "recommended",
+        ]
+    ]
     for name in names:
-        found = versions(store, name)
-        latest = found[-1]
-        try:
-            manifest = read_manifest(version_dir(store, name, latest))
-        except StoreError as exc:
-            rows.append([name, "?", ",".join(map(str, found)), str(latest), "-", "-", f"unreadable: {exc}"])
-            continue
-        for i, (variant, info) in enumerate(manifest.variants.items()):
-            first = i == 0
-            rows.append(
-                [
-                    name if first else "",
-                    manifest.task if first else "",
-                    ",".join(map(str, found)) if first else "",
-                    str(latest) if first else "",
-                    variant,
-                    f"{info.bytes / 1e6:.1f}",
-                    _metrics(info.metrics),
-                ]
-            )
+        for n, version in enumerate(versions(store, name)):
+            first = n == 0
+            try:
+                manifest = read_manifest(version_dir(store, name, version))
+            except StoreError as exc:
+                rows.append([name if first else "", "?", str(version), *["-"] * 5, f"unreadable: {exc}", ""])
+                continue
+            for i, (variant, info) in enumerate(manifest.variants.items()):
+                rec = ",".join(d for d, v in manifest.recommended.items() if v == variant)
+                rows.append(
+                    [
+                        name if first and i == 0 else "",
+                        manifest.task if first and i == 0 else "",
+                        str(version) if i == 0 else "",
+                        variant,
+                        precision_of(variant, info) or "?",
+                        info.form,
+                        arch_summary(info.architecture),
+                        f"{info.bytes / 1e6:.1f}",
+                        _metrics(info.metrics),
+                        rec,
+                    ]
+                )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    typer.echo(
+        "recommended: the variant the build recommends per device, served by default "
+        "(manifests before schema 2 recommend none: int8 is served on CPU, fp16 on CUDA)"
+    )
+
+
+def report(
+    name: Annotated[
+        str, typer.Argument(help="Model name in the store (e.g. sentiment).", show_default=False)
+    ],
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", min=1, help="Version to report; the newest when not given.", show_default=False
+        ),
+    ] = None,
+    store: Annotated[
+        Path,
+        typer.Option("--store", envvar="SLIMSERVE_STORE", help="Model store to read."),
+    ] = DEFAULT_STORE,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for the plot, written as <name>-v<version>-frontier.png and .svg "
+            "(default: the current folder).",
+        ),
+    ] = Path("."),
+) -> None:
+    """Every variant of one version on one table (metric, drop vs the teacher in points, batch-1 ms,
+    batch-32 sequences/s, MB, parameters, FLOPs per token, recommended) and the frontier plot:
+    metric against batch-32 throughput, point size by bytes, the Pareto frontier drawn, the
+    recommended CPU variant ringed. The figures are the build's own (its one probe run on the build
+    machine). The plot needs matplotlib (the build extra)."""
+    from slimserve.build.report import PlotUnavailable, markdown, write_plot
+    from slimserve.service.store import StoreError, model_names, read_manifest, version_dir, versions
+
+    found = versions(store, name)
+    if not found:
+        known = ", ".join(model_names(store)) or "none"
+        raise _fail(f"no model {name!r} in the store {store} (models there: {known})")
+    chosen = found[-1] if version is None else version
+    if chosen not in found:
+        listed = ", ".join(map(str, found))
+        raise _fail(f"model {name!r} has no version {chosen} in the store {store} (versions: {listed})")
+    try:
+        manifest = read_manifest(version_dir(store, name, chosen))
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    stem = f"{name}-v{chosen}-frontier"
+    typer.echo(markdown(manifest, plot_name=None))
+    try:
+        written = write_plot(manifest, out / f"{stem}.png", out / f"{stem}.svg")
+    except PlotUnavailable as exc:
+        raise _fail(f"{exc}; the table above is complete, the plot was not written") from None
+    except OSError as exc:
+        raise _fail(f"{exc.filename or out}: cannot write the plot ({exc.strerror or exc})") from None
+    typer.echo("plot: " + ", ".join(str(p) for p in written))

@@ -34,6 +34,14 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, Any] | 
     return out
 
 
+def _global_variant(values: list[str] | None) -> str | None:
+    """The one --variant value without NAME= (the setting for every model)."""
+    plain = [v for v in values or [] if "=" not in v]
+    if len(plain) > 1:
+        raise typer.BadParameter(f"one variant for every model, got {plain}", param_hint="--variant")
+    return plain[0] if plain else None
+
+
 def serve(
     store: Path | None = typer.Option(None, "--store", help=_help("store")),
     host: str | None = typer.Option(None, "--host", help=_help("host")),
@@ -41,7 +49,11 @@ def serve(
     model: list[str] | None = typer.Option(None, "--model", help=_help("models") + " Repeat the flag."),
     pin: list[str] | None = typer.Option(None, "--pin", help=_help("pins") + " NAME=VERSION, repeatable."),
     variant: list[str] | None = typer.Option(
-        None, "--variant", help=_help("variants") + " NAME=VARIANT, repeatable."
+        None,
+        "--variant",
+        help=_help("variant")
+        + " Give VARIANT for every model, or NAME=VARIANT for one model (repeatable): "
+        + _help("variants"),
     ),
     device: str | None = typer.Option(None, "--device", help=_help("device")),
     poll_interval_s: float | None = typer.Option(None, "--poll-interval-s", help=_help("poll_interval_s")),
@@ -88,7 +100,8 @@ def serve(
         "port": port,
         "models": model or None,
         "pins": _pairs(pin, "--pin", int),
-        "variants": _pairs(variant, "--variant", str),
+        "variant": _global_variant(variant),
+        "variants": _pairs([v for v in variant or [] if "=" in v], "--variant", str),
         "device": device,
         "poll_interval_s": poll_interval_s,
         "max_batch_size": max_batch_size,

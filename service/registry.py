@@ -25,12 +25,9 @@ from slimserve.service.metrics import Metrics
 from slimserve.service.settings import Settings
 from slimserve.service.tasks.base import Codec
 from slimserve.service.tasks.classification import ClassificationCodec
+from slimserve.service.variants import choose_variant
 
 log = logging.getLogger(__name__)
-
-# Preference when no variant is forced: int8 is fastest on CPU (fp16 is slower there: ORT casts back),
-# fp16 is the GPU variant.
-PREFERENCE = {CPU: ("int8", "fp32", "fp16"), CUDA: ("fp16", "fp32", "int8")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +49,8 @@ def make_codec(manifest: store.Manifest, tokenizer: TextTokenizer, settings: Set
     return NerCodec(tokenizer, list(manifest.labels), settings.ner_stride)
 
 
-def choose_variant(manifest: store.Manifest, forced: str | None, provider: str) -> str:
-    if forced is not None:
-        if forced not in manifest.variants:
-            raise ReloadFailed(
-                f"model {manifest.name!r} v{manifest.version}: variant {forced!r} was asked for "
-                f"(settings 'variants') but the manifest has only {sorted(manifest.variants)}"
-            )
-        return forced
-    for name in PREFERENCE[provider]:
-        if name in manifest.variants:
-            return name
-    return sorted(manifest.variants)[0]
+def device_of(provider: str) -> store.Device:
+    return "cuda" if provider == CUDA else "cpu"
 
 
 def warmup_lengths(max_seq_len: int) -> list[int]:
@@ -143,23 +130,23 @@ class Registry:
                     f"but lives at {name}/{version}"
                 )
             provider = self._provider_wanted()
-            forced = s.variants.get(name)
-            variant = choose_variant(manifest, forced, provider)
+            # Per model > global; "recommended" follows the device, "best" and names do not.
+            setting = "variants" if name in s.variants else "variant"
+            wanted = s.variants.get(name, s.variant)
+            variant = choose_variant(manifest, wanted, device_of(provider), setting)
             store.verify_checksums(directory, manifest)
             tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
             providers = [CUDA, CPU] if provider == CUDA else [CPU]
             threads = s.threads(on_gpu=provider == CUDA)
             runner = OnnxRunner(directory / manifest.variants[variant].file, providers, threads, s.ort_spin)
-            if (
-                runner.provider != provider
-                and forced is None
-                and variant != choose_variant(manifest, None, runner.provider)
-            ):
-                # onnxruntime-gpu fell back to CPU: serve the CPU variant rather than fp16 on CPU.
+            if runner.provider != provider:
                 log.warning(
                     "model %s: %s unavailable, ONNX Runtime runs on %s", name, provider, runner.provider
                 )
-                variant = choose_variant(manifest, None, runner.provider)
+            fallback = choose_variant(manifest, wanted, device_of(runner.provider), setting)
+            if fallback != variant:
+                # onnxruntime-gpu fell back to CPU: serve (and report) the CPU choice, not fp16 on CPU.
+                variant = fallback
                 runner = OnnxRunner(
                     directory / manifest.variants[variant].file, [CPU], s.threads(), s.ort_spin
                 )

@@ -43,10 +43,16 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Pin a model to a version (name=version); unpinned models serve their highest version.",
     )
+    variant: str = Field(
+        "recommended",
+        description="Variant served for every model: 'recommended' (the build's choice for the device under "
+        "the recipe's quality policy: the fastest keeping its share of the teacher's metric; int8 on CPU and "
+        "fp16 on CUDA for manifests that record none), 'best' (the most accurate) or a variant name "
+        "(fp32, int8, l3-int8, ...; a model without it fails to load).",
+    )
     variants: dict[str, str] = Field(
         default_factory=dict,
-        description="Force a variant per model (name=fp32|fp16|int8); by default int8 on CPU (fastest and "
-        "accurate there) and fp16 on CUDA.",
+        description="Per-model override of 'variant' (name=recommended|best|<variant name>).",
     )
     device: Device = Field(
         "auto",
@@ -192,6 +198,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if not self.variant:
+            raise ValueError("variant: empty; use 'recommended', 'best' or a variant name")
         for name, variant in self.variants.items():
             if not variant:
                 raise ValueError(f"variants: empty variant for model {name!r}")

@@ -28,8 +28,14 @@ Task = Literal["sequence-classification", "token-classification"]
 VariantName = str  # "fp32" | "fp16" | "int8" | "int8-static" | "<form>-<precision>" (e.g. "l3-int8")
 Precision = Literal["fp32", "fp16", "int8", "int8-static"]
 Device = Literal["cpu", "cuda"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8", "int8-static")
 # The fine-tuned model's own variants; every other variant belongs to a compressed form.
 TEACHER = "teacher"
+
+
+def headline_metric(task: Task) -> str:
+    """The one metric a variant is judged by: the quality policy, ``best`` and the frontier report."""
+    return "f1" if task == "token-classification" else "accuracy"
 
 
 class StoreError(Exception):
@@ -92,6 +98,13 @@ class Variant(BaseModel):
         """Batch-32 sequences per second from the probe, when measured."""
         ms = self.latency_ms.get("batch_32")
         return 32_000.0 / ms if ms else None
+
+
+def precision_of(name: VariantName, variant: Variant) -> Precision | None:
+    """The variant's precision; a version-1 variant's name is its precision."""
+    if variant.precision is not None:
+        return variant.precision
+    return next((p for p in PRECISIONS if p == name), None)
 
 
 class Policy(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from slimserve.bench.cli import bench
-from slimserve.build.cli import build, models
+from slimserve.build.cli import build, models, report
 from slimserve.service.cli import serve
 
 app = typer.Typer(
@@ -19,4 +19,5 @@ app = typer.Typer(
 app.command(name="build")(build)
 app.command(name="models")(models)
 app.command(name="serve")(serve)
+app.command(name="report")(report)
 app.command(name="bench")(bench)

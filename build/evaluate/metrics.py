@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from slimserve.build.data.load import Examples
 from slimserve.service.engine.tokenizer import Batch, pad
-from slimserve.service.store import Task
+from slimserve.service.store import Task, headline_metric
 from slimserve.service.tasks import classification
 from tokenizers import Encoding
 
@@ -107,5 +107,6 @@ def parity(
 
 
 def headline(task: Task) -> str:
-    """The metric the gate compares and the fine-tuning keeps the best epoch by."""
-    return "f1" if task == "token-classification" else "accuracy"
+    """The metric the gate compares and the fine-tuning keeps the best epoch by (the store's
+    headline metric: the serving policy judges variants by the same one)."""
+    return headline_metric(task)

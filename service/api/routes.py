@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import to_json
+from slimserve.service import store
 from slimserve.service.api import schemas
 from slimserve.service.api.deps import (
     MetricsDep,
@@ -167,20 +168,25 @@ async def ner(
     tags=["models"],
 )
 async def models(registry: RegistryDep) -> schemas.ModelsResponse:
-    return schemas.ModelsResponse(
-        models=[
-            schemas.ModelInfo(
-                name=s.name,
-                task=s.manifest.task,
-                version=s.version,
-                variant=s.variant,
-                provider=s.provider,
-                labels=list(s.manifest.labels),
-                max_seq_len=s.manifest.max_seq_len,
-                metrics=dict(s.manifest.variants[s.variant].metrics),
-            )
-            for s in registry.served()
-        ]
+    return schemas.ModelsResponse(models=[_model_info(s) for s in registry.served()])
+
+
+def _model_info(s: Served) -> schemas.ModelInfo:
+    variant = s.manifest.variants[s.variant]
+    arch = variant.architecture
+    return schemas.ModelInfo(
+        name=s.name,
+        task=s.manifest.task,
+        version=s.version,
+        variant=s.variant,
+        precision=store.precision_of(s.variant, variant),
+        form=variant.form,
+        architecture=schemas.Architecture.model_validate(arch.model_dump()) if arch else None,
+        recommended=dict(s.manifest.recommended),
+        provider=s.provider,
+        labels=list(s.manifest.labels),
+        max_seq_len=s.manifest.max_seq_len,
+        metrics=dict(variant.metrics),
     )
 
 

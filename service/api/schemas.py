@@ -103,11 +103,27 @@ class NerResponse(BaseModel):
     results: list[NerResult]
 
 
+class Architecture(BaseModel):
+    layers: int
+    heads: list[int] = Field(description="Attention heads per layer.")
+    ffn: list[int] = Field(description="FFN intermediate width per layer.")
+    parameters: int
+    flops_per_token: int
+
+
 class ModelInfo(BaseModel):
     name: str
     task: str
     version: int
-    variant: str
+    variant: str = Field(description="The variant every request to this model is answered by.")
+    precision: str | None = Field(description="fp32, fp16, int8 or int8-static; null if unknown.")
+    form: str = Field(description="'teacher' (the fine-tuned model) or the compressed form's name.")
+    architecture: Architecture | None = Field(
+        description="The served variant's encoder; null for manifests built before schema 2."
+    )
+    recommended: dict[str, str] = Field(
+        description="The build's recommended variant per device (cpu, cuda); empty before schema 2."
+    )
     provider: str = Field(description="The execution provider ONNX Runtime really uses.")
     labels: list[str]
     max_seq_len: int

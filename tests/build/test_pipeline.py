@@ -70,8 +70,8 @@ def test_cli_build_publishes_and_models_lists(
     listing = _cli("models", "--store", str(store))
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[1].split()[:5] == ["sentiment", "sequence-classification", "1", "1", "fp32"]
-    assert [line.split()[0] for line in lines[2:]] == ["fp16", "int8"]
+    assert lines[1].split()[:6] == ["sentiment", "sequence-classification", "1", "fp32", "fp32", "teacher"]
+    assert [line.split()[0] for line in lines[2:4]] == ["fp16", "int8"]
 
 
 def test_keep_pytorch_publishes_a_checkpoint_the_transformers_pipeline_loads(

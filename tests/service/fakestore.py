@@ -7,8 +7,10 @@ batch), and sensitive to padding mistakes (a padded row that leaked into the mea
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from slimserve.service import store
@@ -75,24 +77,41 @@ def publish(
     *,
     task: str = "sequence-classification",
     seed: int = 0,
+    variants: Mapping[str, dict[str, Any]] | None = None,
+    recommended: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``root/name/version`` whole: fp32 and int8 files (the same graph), tokenizer, manifest."""
+    """Write ``root/name/version`` whole: fp32 and int8 files (the same graph), tokenizer, manifest
+    (without precision, architecture or recommendation, as a version-1 build wrote them).
+
+    ``variants`` instead writes a schema-2 version: one graph per named variant, each with its own
+    seed (so answers tell which file served them), the given fields (``precision``, ``form``,
+    ``metrics``, ``architecture``, ``latency_ms``) over defaults, and ``recommended``."""
     directory = store.version_dir(root, name, version)
     tmp = directory.parent / f".{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(minilm_tokenizer(), tmp / "tokenizer.json")
-    onnx_model(tmp / "model.fp32.onnx", len(labels), task == "token-classification", seed)
-    shutil.copyfile(tmp / "model.fp32.onnx", tmp / "model.int8.onnx")
-    variants = {
-        v: store.Variant(
-            file=f"model.{v}.onnx",
-            sha256=store.sha256_file(tmp / f"model.{v}.onnx"),
-            bytes=(tmp / f"model.{v}.onnx").stat().st_size,
-            metrics={"accuracy": 0.5, "macro_f1": 0.5} if task != "token-classification" else {"f1": 0.5},
-            parity=store.Parity(max_abs_logit_diff=0.0, label_agreement=1.0),
+    metrics = {"accuracy": 0.5, "macro_f1": 0.5} if task != "token-classification" else {"f1": 0.5}
+    if variants is None:
+        onnx_model(tmp / "model.fp32.onnx", len(labels), task == "token-classification", seed)
+        shutil.copyfile(tmp / "model.fp32.onnx", tmp / "model.int8.onnx")
+        specs: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
+    else:
+        for i, v in enumerate(variants):
+            onnx_model(tmp / f"model.{v}.onnx", len(labels), task == "token-classification", seed + 100 * i)
+        specs = {v: dict(spec) for v, spec in variants.items()}
+    built = {
+        v: store.Variant.model_validate(
+            {
+                "file": f"model.{v}.onnx",
+                "sha256": store.sha256_file(tmp / f"model.{v}.onnx"),
+                "bytes": (tmp / f"model.{v}.onnx").stat().st_size,
+                "metrics": metrics,
+                "parity": {"max_abs_logit_diff": 0.0, "label_agreement": 1.0},
+                **spec,
+            }
         )
-        for v in ("fp32", "int8")
+        for v, spec in specs.items()
     }
     store.Manifest(
         name=name,
@@ -104,7 +123,8 @@ def publish(
         data=store.DataInfo(source="fake", sha256="0" * 64),
         recipe={"fake": True},
         created_at=datetime.now(UTC),
-        variants=variants,
+        variants=built,
+        recommended=recommended or {},
     ).write(tmp)
     tmp.rename(directory)
     return directory
