@@ -181,7 +181,7 @@ def run_build(
     )
     # torch and transformers load only once the cheap checks above have passed.
     from slimserve.build.train.finetune import finetune
-    from slimserve.build.train.model_io import encode, load_base, logits_of, save_pytorch
+    from slimserve.build.train.model_io import load_base, logits_of, save_pytorch
 
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=f"slimserve-build-{recipe.name}-") as tmp:
@@ -189,9 +189,7 @@ def run_build(
         model, tokenizer_json = load_base(recipe, work)
         train_tok = TextTokenizer(tokenizer_json, recipe.window(profile))
         serve_tok = TextTokenizer(tokenizer_json, recipe.max_seq_len)
-        evaluation = EvalBatches.build(
-            encode(serve_tok, recipe.task, dataset.eval), dataset.eval, pad_id=serve_tok.pad_id
-        )
+        evaluation = EvalBatches.served(serve_tok, recipe.task, list(recipe.labels), dataset.eval)
 
         say(f"[{recipe.name}] fine-tune ({profile} profile)")
         tick = time.perf_counter()
@@ -212,7 +210,9 @@ def run_build(
         )
         form_builds: dict[str, dict[str, Any]] = {}
         if forms:
-            form_builds = _compress(model, forms, recipe, profile, dataset.train, tokenizer_json, evaluation, say)
+            form_builds = _compress(
+                model, forms, recipe, profile, dataset.train, tokenizer_json, evaluation, say
+            )
             for form in forms:
                 student = form_builds[form.name].pop("model")
                 pytorch_logits[form.name] = logits_of(student, evaluation)

@@ -181,7 +181,7 @@ def test_gate_refuses_a_degraded_variant_and_publishes_the_rest(tiny_base: Path,
     result = run_build(parse_recipe(raw), "quick", store, data, options)
     manifest = result.manifest
     assert manifest.reference_metrics["accuracy"] >= 0.9
-    assert set(manifest.variants) == {"fp32", "fp16"}
+    assert set(manifest.variants) == {"fp32", "fp16", "int8-static"}
     assert [r.name for r in result.refused] == ["int8"]
     assert "max_accuracy_drop = 1.0" in manifest.refused["int8"]  # type: ignore[attr-defined]
     assert not (result.path / "model.int8.onnx").exists()
