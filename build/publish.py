@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from slimserve.build.errors import PublishError
-from slimserve.service.store import MANIFEST, Manifest, sha256_file, versions
+from slimserve.service.store import MANIFEST, PYTORCH_DIR, Manifest, sha256_file, versions
 
 MAX_RACE_RETRIES = 5
+# Written beside a version for people, never read by the service: left out of the manifest's `files`.
+NOT_SERVED = {MANIFEST, "report.md", "frontier.png", "frontier.svg"}
 
 # Fills the temporary directory; receives it and the version number, returns the manifest.
 Writer = Callable[[Path, int], Manifest]
@@ -39,6 +41,21 @@ def copy_files(files: Mapping[str, Path], directory: Path) -> dict[str, str]:
         shutil.copyfile(source, target)
         digests[published] = sha256_file(target)
     return digests
+
+
+def served_files(directory: Path, manifest: Manifest) -> dict[str, str]:
+    """sha256 of every file the service may read besides the variant files (which carry their own):
+    tokenizer.json and what it needs, ONNX external data. The service checks them before serving."""
+    variant_files = {v.file for v in manifest.variants.values()}
+    found = {}
+    for entry in sorted(directory.rglob("*")):
+        relative = entry.relative_to(directory)
+        if not entry.is_file() or relative.parts[0] == PYTORCH_DIR or relative.name.startswith("."):
+            continue
+        name = relative.as_posix()
+        if name not in NOT_SERVED and name not in variant_files:
+            found[name] = sha256_file(entry)
+    return found
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,8 +81,8 @@ def publish(store: Path, name: str, write: Writer) -> tuple[int, Path]:
     try:
         version = next_version(store, name)
         manifest = write(tmp, version)
-        if not (tmp / MANIFEST).is_file():
-            manifest.write(tmp)
+        manifest = manifest.model_copy(update={"files": {**served_files(tmp, manifest), **manifest.files}})
+        manifest.write(tmp)
         for entry in tmp.rglob("*"):
             if entry.is_file():
                 with entry.open("rb") as fh:

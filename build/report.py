@@ -20,6 +20,8 @@ from slimserve.service.store import Architecture, Manifest, headline_metric, pre
 REPORT = "report.md"
 PNG = "frontier.png"
 SVG = "frontier.svg"
+# One colour per precision in every report, legend in this order.
+PALETTE = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green", "int8-static": "tab:red"}
 
 
 class PlotUnavailable(RuntimeError):
@@ -158,7 +160,7 @@ def markdown_table(manifest: Manifest) -> str:
 def policy_line(manifest: Manifest) -> str:
     p = manifest.policy
     if p is None:
-        return "No quality policy recorded (a manifest from before schema 2)."
+        return "No quality policy recorded in this manifest (those before schema 2 have none)."
     floor = p.min_relative_quality * p.teacher
     rec = ", ".join(f"{device}: `{name}`" for device, name in manifest.recommended.items()) or "none"
     return (
@@ -216,9 +218,9 @@ def write_plot(manifest: Manifest, png: Path, svg: Path) -> list[Path]:
         ys = [float(r.metric or 0.0) * 100 for r in measured]
         biggest = max(r.bytes for r in measured) or 1
         sizes = [40 + 460 * r.bytes / biggest for r in measured]
-        precisions = sorted({r.precision for r in measured})
-        palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:gray"]
-        colour = {p: palette[i % len(palette)] for i, p in enumerate(precisions)}
+        present = {r.precision for r in measured}
+        precisions = [p for p in PALETTE if p in present] + sorted(present - set(PALETTE))
+        colour = {p: PALETTE.get(p, "tab:gray") for p in precisions}
         for p in precisions:
             idx = [i for i, r in enumerate(measured) if r.precision == p]
             ax.scatter(

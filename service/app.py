@@ -17,6 +17,7 @@ from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.middleware import RequestContext
 from slimserve.service.api.routes import inference, probes
+from slimserve.service.api.v2 import routes as v2
 from slimserve.service.errors import ServiceError, install_handlers
 from slimserve.service.metrics import Metrics
 from slimserve.service.registry import Registry
@@ -32,6 +33,17 @@ Errors are JSON `{"error": {"type": "...", "message": "..."}}`; every response c
 inference responses also `x-queue-time`, `x-inference-time`, `x-total-time` (milliseconds).
 Send `x-deadline-ms` to ask for a shorter deadline than the server's.
 """
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    """A background task must never end silently: say how it ended unless it was cancelled."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %s died: %r", task.get_name(), exc, exc_info=exc)
+    elif task.get_name() == "store-poll":
+        log.error("background task %s ended; the store is no longer polled", task.get_name())
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -67,9 +79,13 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
                 # every model request will 404 until then: say so where operators look first.
                 log.warning("ready, but the store %s holds no model: requests answer 404", settings.store)
             if settings.poll_interval_s > 0:
-                tasks.append(asyncio.create_task(registry.poll()))
+                poll = asyncio.create_task(registry.poll(), name="store-poll")
+                poll.add_done_callback(_log_end)
+                tasks.append(poll)
 
-        tasks.append(asyncio.create_task(load()))
+        loading = asyncio.create_task(load(), name="store-load")
+        loading.add_done_callback(_log_end)
+        tasks.append(loading)
         try:
             yield
         finally:
@@ -88,6 +104,11 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             {"name": "inference", "description": "Run a model on texts."},
             {"name": "models", "description": "What is served, and reloading it."},
             {"name": "probes", "description": "Liveness, readiness and metrics (never queued)."},
+            {
+                "name": "v2",
+                "description": "Open Inference Protocol v2 (KServe / Triton REST) on the same models; errors "
+                'are `{"error": "..."}` here.',
+            },
         ],
     )
     app.state.settings = settings
@@ -96,6 +117,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_handlers(app)
     app.include_router(inference)
     app.include_router(probes)
+    app.include_router(v2.server)
+    app.include_router(v2.models)
     openapi.install(app, settings)
     app.add_middleware(
         RequestContext,

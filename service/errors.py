@@ -6,12 +6,15 @@ that turns an exception into a response::
 
     ServiceError
     ├── InputTooLong        400 input_too_long
+    ├── InvalidInput        400 invalid_input   (/v2, /hf: well-formed but inconsistent, e.g. a tensor's
+    │                                            shape against its data, an output this model lacks)
     ├── Unauthorized        401 unauthorized
     ├── ModelNotFound       404 model_not_found
+    ├── RequestTimeout      408 request_timeout (the body did not arrive in time: slow clients)
     ├── PayloadTooLarge     413 payload_too_large
     ├── InvalidRequest      422 validation_error
     ├── Overloaded          503 overloaded (Retry-After)
-    ├── NotReady            503 not_ready
+    ├── NotReady            503 not_ready       (also: shutting down, a model marked unhealthy)
     ├── DeadlineExceeded    504 timeout
     ├── ReloadFailed        409 reload_failed   (the old version keeps serving)
     ├── ClientClosed        499 client_closed   (the client left; nobody reads it, metrics count it)
@@ -21,7 +24,7 @@ that turns an exception into a response::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -57,6 +60,13 @@ class InputTooLong(ServiceError):
         self.index = index
 
 
+class InvalidInput(ServiceError):
+    """A request of the right types whose parts disagree (the other API surfaces' 400s)."""
+
+    status = 400
+    type = "invalid_input"
+
+
 class Unauthorized(ServiceError):
     status = 401
     type = "unauthorized"
@@ -68,6 +78,13 @@ class Unauthorized(ServiceError):
 class ModelNotFound(ServiceError):
     status = 404
     type = "model_not_found"
+
+
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within the body-read timeout (a slow or stalled client)."""
+
+    status = 408
+    type = "request_timeout"
 
 
 class PayloadTooLarge(ServiceError):
@@ -106,10 +123,17 @@ class DeadlineExceeded(ServiceError):
 
 
 class ReloadFailed(ServiceError):
-    """A new model version was refused (bad checksum, corrupt ONNX, wrong labels)."""
+    """A new model version was refused (bad checksum, corrupt ONNX, wrong labels).
+
+    ``transient``: the cause was an I/O error (a network volume hiccup, a file still being copied),
+    not the version's content; polling tries it again instead of refusing it for good."""
 
     status = 409
     type = "reload_failed"
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ClientClosed(ServiceError):
@@ -124,9 +148,41 @@ class InferenceFailed(ServiceError):
     type = "internal"
 
 
-def envelope(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The contract's error body: ``{"error": {"type": ..., "message": ...}}``."""
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+ErrorShape = Callable[[str, str], dict[str, Any]]
+
+
+def _contract_shape(type_: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message}}
+
+
+def _v2_shape(type_: str, message: str) -> dict[str, Any]:
+    # Open Inference Protocol v2: a flat string (what tritonclient and the kserve SDK read).
+    return {"error": message}
+
+
+def _tei_shape(type_: str, message: str) -> dict[str, Any]:
+    # Hugging Face Text Embeddings Inference: the message and a type (huggingface_hub reads "error").
+    return {"error": message, "error_type": type_}
+
+
+ERROR_SHAPES: tuple[tuple[str, ErrorShape], ...] = (("/v2", _v2_shape), ("/hf", _tei_shape))
+"""The error body per API surface, by path prefix; /v1 and everything else use the contract's envelope.
+Status codes are the same on every surface."""
+
+
+def error_shape(path: str) -> ErrorShape:
+    for prefix, shape in ERROR_SHAPES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
+    return _contract_shape
+
+
+def envelope(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None, path: str = ""
+) -> JSONResponse:
+    """The error response: the contract's ``{"error": {"type": ..., "message": ...}}``, or the shape of
+    the API surface that ``path`` belongs to (``ERROR_SHAPES``)."""
+    return JSONResponse(error_shape(path)(type_, message), status_code=status, headers=headers)
 
 
 def _describe(errors: Sequence[Any]) -> str:
@@ -143,24 +199,25 @@ def _describe(errors: Sequence[Any]) -> str:
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    return envelope(exc.status, exc.type, exc.message, exc.headers())
+    return envelope(exc.status, exc.type, exc.message, exc.headers(), request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return envelope(422, InvalidRequest.type, _describe(exc.errors()))
+    return envelope(422, InvalidRequest.type, _describe(exc.errors()), path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     # Routing errors only (unknown path, wrong method); the API itself raises ServiceErrors.
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, type_, str(exc.detail), dict(exc.headers or {}))
+    return envelope(exc.status_code, type_, str(exc.detail), dict(exc.headers or {}), request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
-    return envelope(500, "internal", "internal error; the request id in x-request-id locates it in the logs")
+    message = "internal error; the request id in x-request-id locates it in the logs"
+    return envelope(500, "internal", message, path=request.url.path)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -50,6 +50,10 @@ class ChecksumError(StoreError):
     """A file's sha256 differs from the one recorded in the manifest."""
 
 
+class PathError(StoreError):
+    """A manifest names a file outside its version directory (absolute, ``..`` or a symlink out)."""
+
+
 class Parity(BaseModel):
     """How closely a variant follows the PyTorch model it was exported from."""
 
@@ -143,6 +147,11 @@ class Manifest(BaseModel):
         default_factory=dict, description="the PyTorch model's metrics on the same split"
     )
     tokenizer: str = TOKENIZER
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of every other file the service reads (tokenizer.json and what it needs, ONNX "
+        "external data), keyed by path relative to the version directory; checked before serving",
+    )
     recommended: dict[Device, VariantName] = Field(
         default_factory=dict, description="schema 2: the variant the build recommends per device"
     )
@@ -174,7 +183,8 @@ def versions(store: Path, name: str) -> list[int]:
     model_dir = store / name
     if not model_dir.is_dir():
         return []
-    found = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() then refuses or misreads.
+    found = [int(p.name) for p in model_dir.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir()]
     return sorted(v for v in found if v > 0)
 
 
@@ -196,18 +206,38 @@ def read_manifest(directory: Path) -> Manifest:
         raise ManifestError(f"{path}: manifest does not match the schema: {exc}") from exc
 
 
+def inside(directory: Path, relative: str) -> Path:
+    """``directory / relative``, refused unless it stays inside ``directory`` once symlinks resolve."""
+    candidate = Path(relative)
+    path = directory / candidate
+    if (
+        candidate.is_absolute()
+        or ".." in candidate.parts
+        or not path.resolve().is_relative_to(directory.resolve())
+    ):
+        raise PathError(f"{directory / MANIFEST}: {relative!r} leaves the version directory")
+    return path
+
+
+def _check(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ChecksumError(f"{path}: file listed in the manifest is missing")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}..."
+        )
+
+
 def verify_checksums(directory: Path, manifest: Manifest, variants: list[str] | None = None) -> None:
-    """Check the sha256 of every listed variant file (all when ``variants`` is None)."""
+    """Check the sha256 of every listed variant file (all when ``variants`` is None) and of every
+    other file in ``manifest.files``; every path must stay inside ``directory``."""
     names = list(manifest.variants) if variants is None else variants
+    inside(directory, manifest.tokenizer)
     for name in names:
         if name not in manifest.variants:
             raise ManifestError(f"{directory / MANIFEST}: no variant {name!r}")
         variant = manifest.variants[name]
-        path = directory / variant.file
-        if not path.is_file():
-            raise ChecksumError(f"{path}: file listed in the manifest is missing")
-        actual = sha256_file(path)
-        if actual != variant.sha256:
-            raise ChecksumError(
-                f"{path}: sha256 {actual[:12]}... does not match the manifest's {variant.sha256[:12]}..."
-            )
+        _check(inside(directory, variant.file), variant.sha256)
+    for relative, digest in sorted(manifest.files.items()):
+        _check(inside(directory, relative), digest)

@@ -100,7 +100,7 @@ class RequestContext:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
-        await envelope(error.status, error.type, error.message)(scope, receive, send)
+        await envelope(error.status, error.type, error.message, path=scope["path"])(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from slimserve.service.api.serving import DEADLINE_HEADER
+from slimserve.service.api.v2 import routes as v2
 from slimserve.service.settings import Settings
 
 INFERENCE_PATHS = ("/v1/sentiment", "/v1/classify", "/v1/ner")
@@ -70,6 +71,7 @@ def _errors_are_json(operation: dict[str, Any]) -> None:
 def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec FastAPI generated, completed in place (and returned)."""
     paths = spec["paths"]
+    v2.document(spec)
     for item in paths.values():
         for operation in item.values():
             _errors_are_json(operation)
@@ -83,7 +85,9 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
             BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys."}
         }
         for path, item in paths.items():
-            guarded = path.startswith("/v1/") or (path == "/metrics" and settings.metrics_auth)
+            guarded = path.startswith(("/v1/", "/v2/models/")) or (
+                path == "/metrics" and settings.metrics_auth
+            )
             for operation in item.values():
                 if guarded:
                     operation["security"] = [{BEARER: []}]

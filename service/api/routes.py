@@ -168,7 +168,13 @@ async def ner(
     tags=["models"],
 )
 async def models(registry: RegistryDep) -> schemas.ModelsResponse:
-    return schemas.ModelsResponse(models=[_model_info(s) for s in registry.served()])
+    return schemas.ModelsResponse(
+        models=[_model_info(s) for s in registry.served()],
+        refused=[
+            schemas.RefusedVersion(name=r.name, version=r.version, reason=r.reason, retrying=r.transient)
+            for r in registry.refused()
+        ],
+    )
 
 
 def _model_info(s: Served) -> schemas.ModelInfo:
@@ -232,9 +238,10 @@ async def healthz() -> schemas.Status:
     tags=["probes"],
 )
 async def readyz(registry: RegistryDep) -> JSONResponse:
-    # Answered from a flag: never touches a queue, so it stays fast under any load.
-    if not registry.ready:
-        raise NotReady(registry.loading_error or "models are still loading")
+    # Answered from flags: never touches a queue or the disk, so it stays fast under any load.
+    problem = registry.readiness()
+    if problem is not None:
+        raise NotReady(problem)
     return JSONResponse({"status": "ready"})
 
 

@@ -23,7 +23,10 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+AS_JSON_INTEGER = BeforeValidator(_json_integer)
+"""Put bounds beside it inside one Annotated (``Annotated[int, Field(ge=1), AS_JSON_INTEGER]``): bounds
+given outside are written to JSON Schema as "ge"/"le", which validators ignore."""
+JsonInteger = Annotated[int, AS_JSON_INTEGER]
 
 
 class _Request(BaseModel):
@@ -130,8 +133,20 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float] = Field(description="The manifest's metrics for the served variant.")
 
 
+class RefusedVersion(BaseModel):
+    name: str
+    version: int
+    reason: str = Field(description="Why the version did not load (the file and the cause).")
+    retrying: bool = Field(description="An I/O error: store polling tries the version again later.")
+
+
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    refused: list[RefusedVersion] = Field(
+        default_factory=list,
+        description="Versions that did not load and are not served (a corrupt newest version at "
+        "start-up, a refused reload), newest first per model; the model serves the highest that loads.",
+    )
 
 
 class ReloadResponse(BaseModel):

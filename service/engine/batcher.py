@@ -186,6 +186,11 @@ class Engine:
     def admitted(self) -> int:
         return self._admitted
 
+    @property
+    def problem(self) -> str | None:
+        """Why this engine cannot serve (readiness reports it), or None when healthy."""
+        return None
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def warmup(self, lengths: Sequence[int], filler: Sequence[int]) -> int:
@@ -201,7 +206,8 @@ class Engine:
         for rows, length in shapes:
             row = np.resize(np.asarray(filler, dtype=np.int64), length)
             ids = np.tile(row, (rows, 1))
-            out = self.runner.run(ids, np.ones_like(ids), np.zeros_like(ids))
+            with self._device_lock:  # a reload's warm-up must not oversubscribe the cores serving traffic
+                out = self.runner.run(ids, np.ones_like(ids), np.zeros_like(ids))
             width = int(out.shape[-1])
         return width
 

@@ -103,3 +103,21 @@ def test_unwritable_store_is_a_publish_error(tmp_path: Path) -> None:
         store.mkdir(mode=0o500)
     with pytest.raises(PublishError, match="cannot write to the model store"):
         publish(store, "m", _writer())
+
+
+def test_every_served_file_is_checksummed_in_the_manifest(tmp_path: Path) -> None:
+    """tokenizer.json and ONNX external data are covered by a sha256, like the variant files."""
+    inner = _writer()
+
+    def write(directory: Path, version: int) -> Manifest:
+        (directory / "tokenizer.json").write_text("{}", encoding="utf-8")
+        (directory / "model.fp32.onnx.data").write_bytes(b"weights")
+        (directory / "report.md").write_text("# report", encoding="utf-8")
+        return inner(directory, version)
+
+    _, path = publish(tmp_path, "m", write)
+    files = read_manifest(path).files
+    assert files == {
+        "tokenizer.json": sha256_file(path / "tokenizer.json"),
+        "model.fp32.onnx.data": sha256_file(path / "model.fp32.onnx.data"),
+    }

@@ -217,3 +217,45 @@ def test_models_lists_every_version_with_recommendations_and_architecture(tmp_pa
     assert v1[3].split()[:3] == ["l3-int8", "int8", "l3"] and v1[3].rstrip().endswith("cpu")
     assert v1[2].rstrip().endswith("cuda") and "3L 8-12h" in v1[4]
     assert lines[6].split()[:2] == ["2", "fp32"] and lines[7].rstrip().endswith("cpu,cuda")
+
+
+def test_token_classification_reports_f1(tmp_path: Path) -> None:
+    ner = {
+        n: v.model_copy(update={"metrics": {"f1": v.metrics["accuracy"] - 0.01}})
+        for n, v in manifest().variants.items()
+    }
+    m = manifest(
+        task="token-classification",
+        variants=ner,
+        policy=Policy(metric="f1", min_relative_quality=0.97, teacher=0.897),
+    )
+    header = [c.strip() for c in markdown_table(m).splitlines()[0].strip("|").split("|")]
+    assert header[3] == "f1"
+    assert {r.name: r.drop_points for r in rows(m)}["fp32"] == pytest.approx(0.0)
+    write_report(m, tmp_path)
+    assert "f1 (%)" in (tmp_path / "frontier.svg").read_text()
+
+
+def test_cli_without_matplotlib_prints_the_table_and_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    store = tmp_path / "store"
+    publish(store, manifest(1))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = CliRunner().invoke(app, ["report", "sentiment", "--store", str(store), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "| l3-int8 " in result.stdout
+    assert result.stderr.startswith("error: ") and "slimserve[build]" in result.stderr
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_unwritable_out_is_exit_1(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    publish(store, manifest(1))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["report", "sentiment", "--store", str(store), "--out", str(blocker)])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.output

@@ -125,6 +125,7 @@ def publish(
         created_at=datetime.now(UTC),
         variants=built,
         recommended=recommended or {},
+        files={"tokenizer.json": store.sha256_file(tmp / "tokenizer.json")},
     ).write(tmp)
     tmp.rename(directory)
     return directory

@@ -193,3 +193,15 @@ def test_a_version_1_manifest_still_serves(tmp_path: Path, make_server: Any) -> 
     )
     assert info["recommended"] == {}
     assert answer(srv, "fine")["variant"] == "int8"
+
+
+def test_a_reload_to_a_version_without_the_asked_variant_is_refused(tmp_path: Path, make_server: Any) -> None:
+    publish_schema2(tmp_path / "store")
+    srv: Server = make_server(tmp_path / "store", variants={"sentiment": "l3-int8"})
+    assert served(srv)["variant"] == "l3-int8"
+    fakestore.publish(tmp_path / "store", "sentiment", 2, fakestore.SENTIMENT_LABELS)  # fp32 + int8 only
+    refused = httpx.post(srv.url + "/v1/models/sentiment/reload", timeout=60)
+    assert refused.status_code == 409
+    assert "'l3-int8'" in refused.json()["error"]["message"]
+    assert "setting 'variants'" in refused.json()["error"]["message"]
+    assert (served(srv)["version"], served(srv)["variant"]) == (1, "l3-int8")
