@@ -92,6 +92,9 @@ def serve(
     debug_runner_delay_ms: float | None = typer.Option(
         None, "--debug-runner-delay-ms", help=_help("debug_runner_delay_ms")
     ),
+    debug_fault: list[str] | None = typer.Option(
+        None, "--debug-fault", help=_help("debug_faults") + " NAME=FAULT, repeatable."
+    ),
 ) -> None:
     """Serve every model in the store over HTTP (see docs/serving.md)."""
     given: dict[str, Any] = {
@@ -127,6 +130,7 @@ def serve(
         "shutdown_grace_s": shutdown_grace_s,
         "log_level": log_level,
         "debug_runner_delay_ms": debug_runner_delay_ms,
+        "debug_faults": _pairs(debug_fault, "--debug-fault", str),
     }
     from pydantic import ValidationError
 

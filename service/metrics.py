@@ -109,5 +109,18 @@ class Metrics:
             registry=r,
         )
 
+        self.runner_hangs = Counter(
+            "slimserve_runner_hangs",
+            "Runs that ignored ONNX Runtime's terminate flag past their deadline: the thread was replaced.",
+            ["model"],
+            registry=r,
+        )
+        self.runner_errors = Counter(
+            "slimserve_runner_errors",
+            "Batches that failed inside the engine (answered 500 internal), by model.",
+            ["model"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,7 +30,7 @@ from slimserve.service import store
 from slimserve.service.batch_policy import batch_policy, warmup_lengths
 from slimserve.service.catalog import Catalog, describe, is_transient, read_version
 from slimserve.service.engine.batcher import DeviceSlot, Engine, EngineResult, EngineRetired
-from slimserve.service.engine.runner import CUDA
+from slimserve.service.engine.runner import CUDA, FaultyRunner
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import ModelNotFound, NotReady, ReloadFailed
 from slimserve.service.metrics import Metrics
@@ -156,6 +156,10 @@ class Registry:
         s = self.settings
         directory, manifest = read_version(s.store, name, version)
         variant, runner = open_runner(directory, manifest, s)
+        fault = s.debug_faults.get(name)
+        if fault is not None:
+            log.warning("model %s: fault %r injected (setting debug_faults): for testing only", name, fault)
+            runner = FaultyRunner(runner, fault)
         tokenizer_path = store.inside(directory, manifest.tokenizer)
         try:
             tokenizer = TextTokenizer(tokenizer_path, manifest.max_seq_len)
@@ -183,6 +187,8 @@ class Registry:
             raise ReloadFailed(
                 f"the graph outputs {width} logits but the manifest lists {len(manifest.labels)} labels"
             )
+        if isinstance(runner, FaultyRunner):
+            runner.armed = True  # after warm-up: the version loads, then misbehaves
         engine.start()
         return Served(name, version, variant, runner.provider, manifest), engine
 

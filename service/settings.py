@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         "reproducible. Keep 0 in production.",
     )
 
+    debug_faults: dict[str, Literal["raise", "hang", "shape"]] = Field(
+        default_factory=dict,
+        description="Testing aid (bench/chaos.py): make a model's runner fail once it has warmed up "
+        "(name=raise|hang|shape: raise an error, block past every deadline, return wrongly shaped logits). "
+        "Empty in production.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.variant:

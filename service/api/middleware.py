@@ -10,6 +10,7 @@ from typing import Any
 
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.errors import PayloadTooLarge, envelope
+from slimserve.service.logs import REQUEST_ID as LOG_REQUEST_ID
 from slimserve.service.metrics import Metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +43,7 @@ class RequestContext:
         request_id = given if given and len(given) <= 200 and given.isprintable() else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        LOG_REQUEST_ID.set(request_id)  # every log line of this request names it (service/logs.py)
         status = 500
 
         async def send_wrapped(message: Message) -> None:

@@ -8,6 +8,20 @@ or expired, then forms a batch around the *oldest* row from the rows closest to 
 padding, and no row waits behind an endless stream of others) within a token budget (padded length x
 rows) and a row count. When every row of a request has run, the codec decodes it on the runner thread
 (microseconds) and the batch's results are handed back to the event loop in one call.
+
+Faults never lose a request:
+
+- A runner thread catches everything around a batch and answers its rows with 500 ``internal``; a
+  thread that still dies is replaced (a few times, then the engine reports a problem and readiness
+  turns 503). Logits of the wrong shape are refused before anything reads them.
+- A watchdog thread sees each running batch. Once every row of it is past its deadline (its clients
+  already have their 504), ONNX Runtime is asked to terminate the run; a run that ignores that for
+  ``HANG_GRACE_S`` is abandoned: its device slot is released, a fresh runner thread takes its place,
+  and the engine reports a problem once as many threads hang as it runs.
+- ``stop`` hands the rows it did not run to the next engine (``EngineRetired``: the registry resubmits
+  them), so a reload with no grace costs a retry, never a timeout.
+- Tokenization on the shared pool honours the deadline: expired work is never tokenized and the
+  504 is sent at the deadline, not when the pool gets to it.
 """
 
 from __future__ import annotations
@@ -21,21 +35,37 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from slimserve.service.engine.runner import OnnxRunner, RunnerError
+from slimserve.service.engine.runner import OnnxRunner, RunnerError, RunOptions
 from slimserve.service.engine.tokenizer import pad
-from slimserve.service.errors import DeadlineExceeded, InferenceFailed, Overloaded, ServiceError
+from slimserve.service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+)
+from slimserve.service.logs import REQUEST_ID
 from slimserve.service.metrics import Metrics
 from slimserve.service.tasks.base import Codec, Prepared
 from tokenizers import Encoding
 
 log = logging.getLogger(__name__)
 
+HANG_GRACE_S = 1.0  # how long a run may ignore ONNX Runtime's terminate flag before it is abandoned
+WATCH_INTERVAL_S = 0.05
+MAX_THREAD_DEATHS = 3  # runner threads replaced after an uncaught error before the engine gives up
 
-DeviceSlot = contextlib.AbstractContextManager[Any]
-"""A lock or a semaphore: how many ONNX Runtime calls may run at once across engines."""
+
+class DeviceSlot(Protocol):
+    """A lock or a semaphore: how many ONNX Runtime calls may run at once across engines. Released
+    by the watchdog on behalf of a hung thread, hence acquire/release rather than ``with``."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 class EngineRetired(Exception):
@@ -77,6 +107,7 @@ class _Ticket:
     started_at: float | None = None
     inference_s: float = 0.0
     last_batch: int = -1
+    request_id: str = "-"
 
 
 @dataclass(eq=False, slots=True)
@@ -93,6 +124,19 @@ class _Row:
 class _Queue:
     rows: list[_Row] = field(default_factory=list)
     seq: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    """A batch inside ONNX Runtime, as the watchdog sees it."""
+
+    rows: list[_Row]
+    deadline: float  # the latest of its rows' deadlines
+    options: RunOptions
+    thread: threading.Thread
+    slot_held: bool = False
+    terminated_at: float | None = None
+    abandoned: bool = False
 
 
 def select_batch(
@@ -177,6 +221,12 @@ class Engine:
         self._idle = asyncio.Event()
         self._batch_ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
+        self._running: dict[int, _Running] = {}  # by id(thread); guarded by self._book
+        self._hung = 0  # abandoned threads still inside ONNX Runtime
+        self._deaths = 0
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self.width: int | None = None  # logits width, learnt at warm-up
 
     @property
     def provider(self) -> str:
@@ -189,6 +239,10 @@ class Engine:
     @property
     def problem(self) -> str | None:
         """Why this engine cannot serve (readiness reports it), or None when healthy."""
+        if self._deaths > MAX_THREAD_DEATHS:
+            return f"{self._deaths} runner threads died (see the log)"
+        if self._hung >= max(1, self.policy.runner_threads):
+            return f"{self._hung} runner threads are stuck in ONNX Runtime"
         return None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -206,32 +260,49 @@ class Engine:
         for rows, length in shapes:
             row = np.resize(np.asarray(filler, dtype=np.int64), length)
             ids = np.tile(row, (rows, 1))
-            with self._device_lock:  # a reload's warm-up must not oversubscribe the cores serving traffic
+            self._device_lock.acquire()  # a reload's warm-up must not oversubscribe the cores serving traffic
+            try:
                 out = self.runner.run(ids, np.ones_like(ids), np.zeros_like(ids))
+            finally:
+                self._device_lock.release()
             width = int(out.shape[-1])
+        self.width = width
         return width
 
     def start(self) -> None:
-        for i in range(max(1, self.policy.runner_threads)):
-            thread = threading.Thread(target=self._run_loop, name=f"runner-{self.name}-v{self.version}-{i}")
-            thread.daemon = True
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(max(1, self.policy.runner_threads)):
+            self._spawn_runner()
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}-v{self.version}")
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _spawn_runner(self) -> None:
+        n = len(self._threads)
+        thread = threading.Thread(target=self._thread_main, name=f"runner-{self.name}-v{self.version}-{n}")
+        thread.daemon = True
+        self._threads.append(thread)
+        thread.start()
 
     async def stop(self, grace_s: float) -> None:
-        """Refuse new requests, let admitted ones finish (up to ``grace_s``), then end the thread."""
+        """Refuse new requests, let admitted ones finish (up to ``grace_s``), hand the rows still queued
+        to the next engine (their requests are resubmitted), then end the threads."""
         self._closed = True
         if self._admitted:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
         with self._cond:
             self._stop = True
-            for row in self._queue.rows:
-                row.ticket.cancelled = True
+            leftover = {id(r.ticket): r.ticket for r in self._queue.rows}
             self._queue.rows.clear()
             self._cond.notify_all()
-        for thread in self._threads:
-            await asyncio.to_thread(thread.join, 5.0)
+        for ticket in leftover.values():
+            if not ticket.cancelled:
+                self._fail(ticket, EngineRetired(self.name))
+        self._watch_stop.set()
+        self.runner.close()
+        for thread in [*self._threads, self._watchdog]:
+            if thread is not None and thread.is_alive():
+                await asyncio.to_thread(thread.join, 5.0)
         self._metrics.queue_depth.labels(self.name).set(0)
 
     # -- the event-loop side -----------------------------------------------------------------------
@@ -241,6 +312,14 @@ class Engine:
         if self._closed:
             raise EngineRetired(self.name)
         n = len(texts)
+        if n > self.policy.max_queue:  # could never be admitted: not a reason to retry
+            raise PayloadTooLarge(
+                f"{n} inputs in one request; model {self.name!r} admits at most {self.policy.max_queue} "
+                "at a time (setting max_queue)"
+            )
+        problem = self.problem
+        if problem is not None:
+            raise InferenceFailed(f"model {self.name!r} is unhealthy: {problem}")
         if self._admitted + n > self.policy.max_queue:
             raise Overloaded(
                 f"model {self.name!r} has {self._admitted} inputs in flight (limit {self.policy.max_queue}); "
@@ -258,7 +337,15 @@ class Engine:
                 # than that in wake-ups and GIL hand-overs, so small requests tokenize right here.
                 prepared = self.codec.prepare(texts, params)
             else:
-                prepared = await loop.run_in_executor(self._pool, self.codec.prepare, texts, params)
+                # The pool is shared by every model: wait for it no longer than the deadline, and let
+                # work whose deadline passed in the pool's queue be skipped, not tokenized.
+                job = loop.run_in_executor(self._pool, _prepare_before, deadline, self.codec, texts, params)
+                try:
+                    prepared = await asyncio.wait_for(job, max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        "the request's deadline passed while it waited to be tokenized"
+                    ) from None
             self._metrics.tokenize_duration.labels(self.name).observe(time.perf_counter() - started)
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed while it was being tokenized")
@@ -288,6 +375,7 @@ class Engine:
             enqueued_at=time.perf_counter(),
             remaining=sum(len(s) for s in slots),
             logits=slots,
+            request_id=REQUEST_ID.get(),
         )
         if ticket.remaining == 0:  # nothing to run (a codec may produce no rows for an empty text)
             done = self._finish(ticket)
@@ -295,6 +383,8 @@ class Engine:
                 _resolve_all([done])
             return ticket
         with self._cond:
+            if self._stop:
+                raise EngineRetired(self.name)
             queue = self._queue
             for item, p in enumerate(prepared):
                 for index, enc in enumerate(p.encodings):
@@ -336,15 +426,120 @@ class Engine:
                 self._cond.notify()  # an idle runner thread takes the rest
             return batch
 
-    def _run_loop(self) -> None:
-        while True:
-            batch = self._next_batch()
+    def _thread_main(self) -> None:
+        me = threading.current_thread()
+        try:
+            self._run_loop(me)
+        except BaseException:
+            log.critical(
+                "model %s v%d: runner thread %s died", self.name, self.version, me.name, exc_info=True
+            )
+            raise
+        finally:
+            self._on_thread_end(me)
+
+    def _run_loop(self, me: threading.Thread) -> None:
+        while not self._stop:
+            try:
+                batch = self._next_batch()
+            except Exception:
+                log.exception("model %s v%d: forming a batch failed", self.name, self.version)
+                time.sleep(0.01)
+                continue
             if batch is None:
                 return
-            if batch:
-                self._run_batch(batch)
+            if not batch:
+                continue
+            try:
+                self._run_batch(batch, me)
+            except BaseException as exc:
+                ids = ",".join(sorted({r.ticket.request_id for r in batch}))
+                log.exception("model %s v%d: batch failed (requests %s)", self.name, self.version, ids)
+                self._metrics.runner_errors.labels(self.name).inc()
+                error = (
+                    exc
+                    if isinstance(exc, ServiceError)
+                    else InferenceFailed(f"inference failed for {self.name!r}")
+                )
+                for row in batch:
+                    self._fail(row.ticket, error)
+                if not isinstance(exc, Exception):
+                    raise
+            if self._is_abandoned(me):
+                return  # a replacement took over while this thread hung
 
-    def _run_batch(self, rows: list[_Row]) -> None:
+    def _on_thread_end(self, me: threading.Thread) -> None:
+        with self._book:
+            running = self._running.pop(id(me), None)
+            if running is not None and running.slot_held:
+                running.slot_held = False
+                self._device_lock.release()
+        if self._stop or self._is_abandoned(me):
+            return
+        self._deaths += 1
+        problem = self.problem
+        if problem is not None:
+            self._answer_queue(InferenceFailed(f"model {self.name!r} is unhealthy: {problem}"))
+            return
+        log.error("model %s v%d: starting a runner thread in place of %s", self.name, self.version, me.name)
+        self._spawn_runner()
+
+    def _answer_queue(self, error: ServiceError) -> None:
+        with self._cond:
+            rows, self._queue.rows = self._queue.rows, []
+        for ticket in {id(r.ticket): r.ticket for r in rows}.values():
+            self._fail(ticket, error)
+
+    def _is_abandoned(self, me: threading.Thread) -> bool:
+        return getattr(me, "slimserve_abandoned", False)
+
+    # -- the watchdog thread -----------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(WATCH_INTERVAL_S):
+            now = time.monotonic()
+            with self._book:
+                running = [r for r in self._running.values() if not r.abandoned]
+            for run in running:
+                if run.terminated_at is None and now >= run.deadline:
+                    run.terminated_at = now
+                    run.options.terminate = True
+                    log.warning(
+                        "model %s v%d: a batch of %d rows ran past every deadline in it; asked ONNX Runtime "
+                        "to stop it", self.name, self.version, len(run.rows),
+                    )  # fmt: skip
+                    for row in run.rows:
+                        self._fail(
+                            row.ticket,
+                            DeadlineExceeded("the batch carrying the request ran past its deadline"),
+                        )
+                elif run.terminated_at is not None and now - run.terminated_at >= HANG_GRACE_S:
+                    self._abandon(run)
+
+    def _abandon(self, run: _Running) -> None:
+        """A run ignores terminate: give its slot back, replace its thread, and count it."""
+        with self._book:
+            if run.abandoned:
+                return
+            run.abandoned = True
+            run.thread.slimserve_abandoned = True  # type: ignore[attr-defined]
+            if run.slot_held:
+                run.slot_held = False
+                self._device_lock.release()
+            self._hung += 1
+            hung = self._hung
+        self._metrics.runner_hangs.labels(self.name).inc()
+        log.error(
+            "model %s v%d: runner thread %s is stuck in ONNX Runtime; its slot is released and a new thread "
+            "takes its place (%d stuck)", self.name, self.version, run.thread.name, hung,
+        )  # fmt: skip
+        problem = self.problem
+        if problem is not None:
+            self._answer_queue(InferenceFailed(f"model {self.name!r} is unhealthy: {problem}"))
+        if not self._stop:
+            self._spawn_runner()
+
+    def _run_batch(self, rows: list[_Row], me: threading.Thread) -> None:
         batch_id = next(self._batch_ids)
         started = time.perf_counter()
         for row in rows:
@@ -355,16 +550,33 @@ class Engine:
         batch = pad([r.encoding for r in rows], self._pad_id)
         if self.policy.debug_delay_ms:  # a test seam: the runner is observably busy
             time.sleep(self.policy.debug_delay_ms / 1000)
+        run = _Running(rows, max(r.ticket.deadline for r in rows), RunOptions(), me)
+        self._device_lock.acquire()
+        with self._book:
+            run.slot_held = True
+            self._running[id(me)] = run
         try:
-            with self._device_lock:
-                t0 = time.perf_counter()
-                logits = self.runner.run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-                elapsed = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            logits = self.runner.run(batch.input_ids, batch.attention_mask, batch.token_type_ids, run.options)
+            elapsed = time.perf_counter() - t0
         except RunnerError as exc:
-            log.error("model %s v%d: %s", self.name, self.version, exc)
+            ids = ",".join(sorted({r.ticket.request_id for r in rows}))
+            log.error("model %s v%d: %s (requests %s)", self.name, self.version, exc, ids)
+            self._metrics.runner_errors.labels(self.name).inc()
             for row in rows:
                 self._fail(row.ticket, InferenceFailed(f"inference failed for model {self.name!r}"))
             return
+        finally:
+            with self._book:
+                self._running.pop(id(me), None)
+                if run.slot_held:
+                    run.slot_held = False
+                    self._device_lock.release()
+                if run.abandoned:
+                    self._hung -= 1
+        if run.abandoned or run.terminated_at is not None:
+            return  # its rows were answered with 504 by the watchdog
+        self._check_shape(logits, len(rows), batch.input_ids.shape[1])
         finished: list[tuple[_Ticket, EngineResult]] = []
         complete: list[_Ticket] = []
         with self._book:
@@ -387,10 +599,28 @@ class Engine:
             loops = {id(t.loop): t.loop for t, _ in finished}
             for key, loop in loops.items():
                 mine = finished if len(loops) == 1 else [f for f in finished if id(f[0].loop) == key]
-                loop.call_soon_threadsafe(_resolve_all, mine)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve_all, mine)
         self._metrics.inference_duration.labels(self.name, self.variant).observe(elapsed)
         self._metrics.batch_size.labels(self.name).observe(len(rows))
         self._metrics.batch_tokens.labels(self.name).observe(batch.tokens)
+
+    def _check_shape(self, logits: Any, rows: int, length: int) -> None:
+        """Refuse logits that do not fit the batch before anything indexes them."""
+        token_level = self.codec.task == "token-classification"
+        shape = getattr(logits, "shape", None)
+        expected = (rows, length, self.width) if token_level else (rows, self.width)
+        if (
+            shape is None
+            or len(shape) != len(expected)
+            or shape[0] != rows
+            or (token_level and shape[1] != length)
+            or (self.width is not None and shape[-1] != self.width)
+        ):
+            raise InferenceFailed(
+                f"model {self.name!r} returned logits of shape {shape} for a batch of {rows} x {length} "
+                f"(expected {expected})"
+            )
 
     def _finish(self, ticket: _Ticket) -> tuple[_Ticket, EngineResult] | None:
         """The decoded result, ready to hand to the event loop; None when decoding failed (the
@@ -407,9 +637,17 @@ class Engine:
         queue_s = (ticket.started_at or ticket.enqueued_at) - ticket.enqueued_at
         return ticket, EngineResult(results, queue_s, ticket.inference_s)
 
-    def _fail(self, ticket: _Ticket, error: ServiceError) -> None:
+    def _fail(self, ticket: _Ticket, error: BaseException) -> None:
         ticket.cancelled = True
-        ticket.loop.call_soon_threadsafe(_resolve, ticket.future, None, error)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            ticket.loop.call_soon_threadsafe(_resolve, ticket.future, None, error)
+
+
+def _prepare_before(deadline: float, codec: Codec[Any], texts: list[str], params: Any) -> list[Prepared]:
+    """On the tokenizer pool: skip work whose deadline passed while it waited for a thread."""
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded("the request's deadline passed while it waited to be tokenized")
+    return codec.prepare(texts, params)
 
 
 def _resolve_all(finished: list[tuple[_Ticket, EngineResult]]) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime import RunOptions  # per call: the watchdog sets `terminate` on a run past its deadline
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class OnnxRunner:
         input_ids: np.ndarray,
         attention_mask: np.ndarray,
         token_type_ids: np.ndarray | None = None,
+        options: RunOptions | None = None,
     ) -> np.ndarray:
         """Logits for one padded batch: (batch, classes) or (batch, seq, classes)."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -79,15 +82,55 @@ class OnnxRunner:
             )
         try:
             if self._use_io_binding:
-                return self._run_bound(feeds)
-            return self.session.run([self.output_names[0]], feeds)[0]
+                return self._run_bound(feeds, options)
+            return self.session.run([self.output_names[0]], feeds, options)[0]
         except Exception as exc:
             raise RunnerError(f"{self.path.name}: inference failed: {exc}") from exc
 
-    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_bound(self, feeds: dict[str, np.ndarray], options: RunOptions | None) -> np.ndarray:
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         binding.bind_output(self.output_names[0])
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, options)
         return binding.copy_outputs_to_cpu()[0]
+
+    def close(self) -> None:
+        """The engine is done with this runner (the session is freed with the object)."""
+
+
+class FaultyRunner(OnnxRunner):
+    """A testing aid (setting ``debug_faults``, off by default): a real runner that fails on purpose
+    once armed, so the engine's fault handling can be shown on a real server.
+
+    ``raise``: every run raises an unexpected error; ``hang``: every run blocks, ignoring ONNX Runtime's
+    terminate flag, until the engine stops; ``shape``: runs return logits with a row missing."""
+
+    FAULTS = ("raise", "hang", "shape")
+
+    def __init__(self, inner: OnnxRunner, fault: str) -> None:
+        if fault not in self.FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {self.FAULTS}")
+        self.__dict__.update(inner.__dict__)
+        self.fault = fault
+        self.armed = False
+        self._released = threading.Event()
+
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None = None,
+        options: RunOptions | None = None,
+    ) -> np.ndarray:
+        if not self.armed:
+            return super().run(input_ids, attention_mask, token_type_ids, options)
+        if self.fault == "raise":
+            raise ZeroDivisionError("injected fault (debug_faults): the runner raised")
+        if self.fault == "hang":
+            self._released.wait()
+        out = super().run(input_ids, attention_mask, token_type_ids, options)
+        return out[:-1]
+
+    def close(self) -> None:
+        self._released.set()

@@ -192,7 +192,7 @@ class _Counting:
         self.inside = 0
         self.most = 0
 
-    def __enter__(self) -> None:
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._sem.acquire()
         with self._lock:
             self.inside += 1
@@ -201,8 +201,9 @@ class _Counting:
             with contextlib.suppress(threading.BrokenBarrierError):
                 self._meet.wait()
             self._met = True
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         with self._lock:
             self.inside -= 1
         self._sem.release()
