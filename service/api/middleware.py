@@ -12,6 +12,7 @@ from slimserve.service.api.fastpath import FastPath
 from slimserve.service.errors import PayloadTooLarge, envelope
 from slimserve.service.logs import REQUEST_ID as LOG_REQUEST_ID
 from slimserve.service.metrics import Metrics
+from slimserve.service.tracing import Tracing
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = "x-request-id"
@@ -26,12 +27,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContext:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, fast: FastPath | None = None
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        fast: FastPath | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.fast = fast
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +52,7 @@ class RequestContext:
         state["request_id"] = request_id
         LOG_REQUEST_ID.set(request_id)  # every log line of this request names it (service/logs.py)
         status = 500
+        traced = self.tracing.start(scope) if self.tracing is not None else None
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status
@@ -79,6 +87,9 @@ class RequestContext:
             model = str(state.get("model", ""))
             self.metrics.request_duration.labels(endpoint, model).observe(time.perf_counter() - started)
             self.metrics.requests.labels(endpoint, model, str(status)).inc()
+            if traced is not None:
+                assert self.tracing is not None
+                self.tracing.end(*traced, status, getattr(route, "path", None))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (declared or streamed)."""
