@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
+from slimserve.service.api.hf import routes as hf
 from slimserve.service.api.middleware import RequestContext
 from slimserve.service.api.routes import inference, probes
 from slimserve.service.api.v2 import routes as v2
@@ -124,6 +125,12 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
                 "description": "Open Inference Protocol v2 (KServe / Triton REST) on the same models; errors "
                 'are `{"error": "..."}` here.',
             },
+            {
+                "name": "hugging face",
+                "description": "Hugging Face task shapes and TEI's /predict and /info, one base URL per "
+                'model (`InferenceClient(model=".../hf/models/NAME")`); errors are `{"error", "error_type"}` '
+                "here.",
+            },
         ],
     )
     app.state.settings = settings
@@ -134,6 +141,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(probes)
     app.include_router(v2.server)
     app.include_router(v2.models)
+    app.include_router(hf.router)
     openapi.install(app, settings)
     app.add_middleware(
         RequestContext,

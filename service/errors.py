@@ -197,6 +197,11 @@ def _describe(errors: Sequence[Any]) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def invalid(errors: Sequence[Any]) -> InvalidRequest:
+    """The 422 for a body that pydantic refused (``ValidationError.errors()``), described briefly."""
+    return InvalidRequest(_describe(errors))
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     return envelope(exc.status, exc.type, exc.message, exc.headers(), request.url.path)

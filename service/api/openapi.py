@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from slimserve.service.api.hf import routes as hf
 from slimserve.service.api.serving import DEADLINE_HEADER
 from slimserve.service.api.v2 import routes as v2
 from slimserve.service.settings import Settings
@@ -59,6 +60,22 @@ def _document_limits(schema: dict[str, Any], settings: Settings) -> None:
     )
 
 
+def _document_tensor_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """The v2 text tensor's ``data``: the same limits as ``inputs`` elsewhere."""
+    (array, _null) = schema["properties"]["data"]["anyOf"]
+    array["maxItems"] = settings.max_inputs
+    for option in array["items"]["anyOf"]:
+        if option["type"] == "string":
+            option["maxLength"] = settings.max_text_chars
+        else:  # rows of shape [n, 1]: the total must stay within the limit too
+            option["maxItems"] = 1
+            option["items"]["maxLength"] = settings.max_text_chars
+    array["description"] = (
+        array.get("description", "") + f" At most {settings.max_inputs} texts of at most "
+        f"{settings.max_text_chars} characters each (beyond them: 413)."
+    ).strip()
+
+
 def _errors_are_json(operation: dict[str, Any]) -> None:
     # FastAPI files a route's extra responses under the route's own media type (text/plain for
     # /metrics), but every error is the JSON envelope of errors.py.
@@ -72,20 +89,24 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec FastAPI generated, completed in place (and returned)."""
     paths = spec["paths"]
     v2.document(spec)
+    hf.document(spec)
     for item in paths.values():
         for operation in item.values():
             _errors_are_json(operation)
     for path in INFERENCE_PATHS:
         operation = paths[path]["post"]
         operation.setdefault("parameters", []).extend(_request_headers(settings))
-    for name in ("ClassifyRequest", "NerRequest"):
-        _document_limits(spec["components"]["schemas"][name], settings)
+    schemas = spec["components"]["schemas"]
+    requests = ("ClassifyRequest", "NerRequest", "PredictRequest")
+    for name in (*requests, "TextClassificationRequest", "TokenClassificationRequest"):
+        _document_limits(schemas[name], settings)
+    _document_tensor_limits(schemas["RequestInput"], settings)
     if settings.api_keys:
         spec["components"]["securitySchemes"] = {
             BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys."}
         }
         for path, item in paths.items():
-            guarded = path.startswith(("/v1/", "/v2/models/")) or (
+            guarded = path.startswith(("/v1/", "/v2/models/", "/hf/")) or (
                 path == "/metrics" and settings.metrics_auth
             )
             for operation in item.values():

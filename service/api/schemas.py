@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from slimserve.service.tasks.token_classification import Aggregation
 
 Inputs = Annotated[
     str | Annotated[list[str], Field(min_length=1)],
@@ -64,8 +65,12 @@ class NerRequest(_Request):
 
     inputs: Inputs
     model: str | None = Field(None, description="A token-classification model; `ner` if unset.")
-    aggregation: Literal["simple", "none"] = Field(
-        "simple", description="`simple` merges B-/I- pieces into entities; `none` returns each word piece."
+    aggregation: Aggregation = Field(
+        "simple",
+        description="`simple` merges words into entities by their BIO tags (a word's tag from its first "
+        "piece); `first`, `average` and `max` merge as Hugging Face's token-classification pipeline (a "
+        "word's label from its first piece, or the average or the most confident of its pieces); `none` "
+        "returns each word piece with its raw tag.",
     )
 
 

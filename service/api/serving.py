@@ -9,11 +9,26 @@ from typing import Any
 
 from fastapi import Request, Response
 from slimserve.service.engine.batcher import EngineResult
-from slimserve.service.errors import ClientClosed, InvalidRequest, NotReady, PayloadTooLarge
+from slimserve.service.errors import ClientClosed, InvalidRequest, ModelNotFound, NotReady, PayloadTooLarge
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
 
 DEADLINE_HEADER = "x-deadline-ms"
+
+
+def served_model(registry: Registry, name: str, version: str | None = None) -> Served:
+    """The model ``name`` (at ``version`` when given) whatever its task: 503 while loading, else 404."""
+    if not registry.ready:
+        raise NotReady("models are still loading; retry when /readyz answers 200")
+    for served in registry.served():
+        if served.name == name:
+            if version is not None and version != str(served.version):
+                raise ModelNotFound(
+                    f"model {name!r} version {version} is not served (serving {served.version})"
+                )
+            return served
+    known = ", ".join(s.name for s in registry.served()) or "none"
+    raise ModelNotFound(f"no model named {name!r} is served (served: {known})")
 
 
 def check_limits(texts: list[str], settings: Settings) -> None:

@@ -11,6 +11,12 @@ Aggregations:
   one of type X, and a stray ``I-X`` (after ``O`` or another type) starts a new one (the conlleval
   rule, the same one ``build/ner_metrics`` scores with). The score is the mean, over the entity's
   words, of the probability of the tag each word got.
+- ``first``, ``average``, ``max``: as Hugging Face's token-classification pipeline. Each word's label
+  distribution is its first piece's (``first``), the mean of its pieces' (``average``), or that of
+  its most confident piece (``max``); the word takes the argmax label and its probability. Words are
+  then grouped as the pipeline's ``group_entities`` does: a word joins the previous group when its
+  type is the same and its tag is not ``B-`` (so ``O`` words group together and are dropped); the
+  score is the mean of the group's word scores.
 - ``none``: one entry per word piece whose own argmax tag is not ``O``, with the raw tag (``B-PER``...)
   and that piece's probability; non-first pieces are included as the model scored them.
 
@@ -39,8 +45,8 @@ from slimserve.service.tasks.base import Prepared
 from slimserve.service.tasks.classification import softmax
 from tokenizers import Encoding, Tokenizer
 
-Aggregation = Literal["simple", "none"]
-AGGREGATIONS: tuple[Aggregation, ...] = ("simple", "none")
+Aggregation = Literal["simple", "first", "average", "max", "none"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("simple", "first", "average", "max", "none")
 OUTSIDE = "O"
 
 
@@ -116,6 +122,8 @@ def decode_pieces(text: str, pieces: Pieces, labels: Sequence[str], aggregation:
         return _decode_none(text, pieces, labels)
     if aggregation == "simple":
         return _decode_simple(text, pieces, labels)
+    if aggregation in ("first", "average", "max"):
+        return _decode_words(text, pieces, labels, aggregation)
     raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
 
 
@@ -178,6 +186,44 @@ def _decode_simple(text: str, pieces: Pieces, labels: Sequence[str]) -> list[Ent
     return out
 
 
+def _decode_words(text: str, pieces: Pieces, labels: Sequence[str], strategy: str) -> list[Entity]:
+    """Hugging Face's word-level aggregations (``first`` / ``average`` / ``max``), then its grouping."""
+    words: dict[int, list[int]] = {}  # word id -> its piece positions, in order of appearance
+    for pos, ((start, end), word) in enumerate(zip(pieces.offsets, pieces.word_ids, strict=True)):
+        if word is not None and end > start:
+            words.setdefault(word, []).append(pos)
+    out: list[Entity] = []
+    group: tuple[str, int, int, list[float]] | None = None  # type, start, end, word scores
+
+    def close() -> None:
+        if group is not None and group[0] != OUTSIDE:
+            kind, start, end, scores = group
+            end = _extend_over_marks(text, end)
+            out.append(Entity(kind, text[start:end], start, end, sum(scores) / len(scores)))
+
+    for positions in words.values():
+        rows = pieces.probs[positions]
+        if strategy == "first":
+            dist = rows[0]
+        elif strategy == "average":
+            dist = rows.mean(axis=0)
+        else:  # max: the piece whose best label is the most probable speaks for the word
+            dist = rows[int(rows.max(axis=-1).argmax())]
+        best = int(dist.argmax())
+        tag, score = labels[best], float(dist[best])
+        start = min(pieces.offsets[p][0] for p in positions)
+        end = max(pieces.offsets[p][1] for p in positions)
+        kind = entity_type(tag)
+        if group is not None and group[0] == kind and not tag.startswith("B-"):
+            group[3].append(score)
+            group = (kind, group[1], end, group[3])
+        else:
+            close()
+            group = (kind, start, end, [score])
+    close()
+    return out
+
+
 class NerCodec:
     """Token-classification codec for the engine (see ``slimserve.service.tasks.base.Codec``)."""
 
@@ -221,10 +267,9 @@ def _aggregation(params: NerParams | str | None) -> Aggregation:
     if params is None:
         return "simple"
     value = params.aggregation if isinstance(params, NerParams) else params
-    if value == "simple":
-        return "simple"
-    if value == "none":
-        return "none"
+    for known in AGGREGATIONS:
+        if value == known:
+            return known
     raise ValueError(f"unknown aggregation {value!r}; expected one of {AGGREGATIONS}")
 
 

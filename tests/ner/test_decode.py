@@ -105,8 +105,8 @@ def test_empty_and_blank_texts_have_no_entities() -> None:
 
 
 def test_unknown_aggregation_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown aggregation 'first'"):
-        codec().prepare(["x"], "first")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown aggregation 'bogus'"):
+        codec().prepare(["x"], "bogus")  # type: ignore[arg-type]
 
 
 def test_stride_must_fit_the_window() -> None:

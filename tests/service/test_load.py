@@ -106,7 +106,7 @@ def test_ner_endpoint(server: Server) -> None:
     for entity in body["results"][0]["entities"]:
         assert text[entity["start"] : entity["end"]] == entity["text"]
         assert entity["entity"] in fakestore.NER_LABELS
-    bad = httpx.post(server.url + "/v1/ner", json={"inputs": text, "aggregation": "max"})
+    bad = httpx.post(server.url + "/v1/ner", json={"inputs": text, "aggregation": "longest"})
     assert bad.status_code == 422
     wrong_task = httpx.post(server.url + "/v1/ner", json={"inputs": text, "model": "sentiment"})
     assert wrong_task.json()["error"]["type"] == "model_not_found"

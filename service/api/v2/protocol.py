@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 from slimserve.service.api.schemas import AS_JSON_INTEGER
-from slimserve.service.errors import InvalidInput, InvalidRequest
+from slimserve.service.errors import InvalidInput, invalid
 from slimserve.service.tasks.token_classification import Aggregation
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -165,17 +165,6 @@ class ErrorResponse(BaseModel):
 # -- the codec ---------------------------------------------------------------------------------------
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ())) or "body"
-        if err.get("type") == "json_invalid":
-            parts.append(f"malformed JSON ({err.get('ctx', {}).get('error', 'cannot parse')})")
-        else:
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
 def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest, list[str]]:
     """The request and its texts. Raises :class:`InvalidRequest` (422) for what the schema refuses and
     :class:`InvalidInput` (400) for parts that disagree (shape against data, binary sizes)."""
@@ -191,7 +180,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest,
     try:
         request = InferRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise InvalidRequest(_describe(exc)) from None
+        raise invalid(exc.errors()) from None
     tensor = request.inputs[0]
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:

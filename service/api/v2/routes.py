@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from slimserve.service.api.deps import RegistryDep, SettingsDep, require_key
+from slimserve.service.api.serving import served_model
 from slimserve.service.api.v2 import protocol, serving
 from slimserve.service.errors import NotReady
 
@@ -84,7 +85,7 @@ async def ready(registry: RegistryDep) -> protocol.ServerReady:
 
 
 def _metadata(registry: RegistryDep, name: str, version: str | None) -> protocol.ModelMetadata:
-    return serving.metadata(serving.lookup(registry, name, version))
+    return serving.metadata(served_model(registry, name, version))
 
 
 @models.get(
@@ -114,7 +115,7 @@ async def model_version_metadata(name: str, version: str, registry: RegistryDep)
     responses=_errors(401, 404, 503),
 )
 async def model_ready(name: str, registry: RegistryDep) -> protocol.ModelReady:
-    return protocol.ModelReady(name=serving.lookup(registry, name, None).name, ready=True)
+    return protocol.ModelReady(name=served_model(registry, name, None).name, ready=True)
 
 
 @models.get(
@@ -124,7 +125,7 @@ async def model_ready(name: str, registry: RegistryDep) -> protocol.ModelReady:
     responses=_errors(401, 404, 503),
 )
 async def model_version_ready(name: str, version: str, registry: RegistryDep) -> protocol.ModelReady:
-    return protocol.ModelReady(name=serving.lookup(registry, name, version).name, ready=True)
+    return protocol.ModelReady(name=served_model(registry, name, version).name, ready=True)
 
 
 INFER_DESCRIPTION = (

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from pydantic_core import to_json
-from slimserve.service.api.serving import run_inference
+from slimserve.service.api.serving import run_inference, served_model
 from slimserve.service.api.v2.protocol import (
     HEADER_LENGTH,
     TEXT_INPUT,
@@ -28,7 +28,7 @@ from slimserve.service.api.v2.protocol import (
     encode_response,
     parse_request,
 )
-from slimserve.service.errors import InvalidInput, ModelNotFound, NotReady
+from slimserve.service.errors import InvalidInput
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
 from slimserve.service.tasks.classification import ClassifyParams, Prediction
@@ -39,21 +39,6 @@ TOKEN = "token-classification"
 PLATFORM = "onnxruntime_onnx"
 OUTPUTS = {SEQUENCE: ("label", "score"), TOKEN: ("entities",)}
 DATATYPES = {"label": "BYTES", "score": "FP32", "entities": "BYTES"}
-
-
-def lookup(registry: Registry, name: str, version: str | None) -> Served:
-    """The served model ``name`` (at ``version`` when given): 503 while loading, 404 otherwise."""
-    if not registry.ready:
-        raise NotReady("models are still loading; retry when /v2/health/ready answers 200")
-    for served in registry.served():
-        if served.name == name:
-            if version is not None and version != str(served.version):
-                raise ModelNotFound(
-                    f"model {name!r} version {version} is not served (serving {served.version})"
-                )
-            return served
-    known = ", ".join(s.name for s in registry.served()) or "none"
-    raise ModelNotFound(f"no model named {name!r} is served (served: {known})")
 
 
 def metadata(served: Served) -> ModelMetadata:
@@ -132,7 +117,7 @@ async def infer(
             f"the body names model {parsed.model_name!r} version {parsed.model_version!r}, the path "
             f"{name!r} version {version!r}"
         )
-    served = lookup(registry, name, version)
+    served = served_model(registry, name, version)
     task = served.manifest.task
     params = parsed.parameters or RequestParameters()
     wanted, binary, classes = _wanted(parsed, task)

@@ -1,0 +1,1 @@
+"""Hugging Face inference task shapes (and TEI's /predict and /info), one base URL per model."""
