@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from slimserve.service import tracing
 from slimserve.service.api import openapi
@@ -36,6 +37,19 @@ Errors are JSON `{"error": {"type": "...", "message": "..."}}`; every response c
 inference responses also `x-queue-time`, `x-inference-time`, `x-total-time` (milliseconds).
 Send `x-deadline-ms` to ask for a shorter deadline than the server's.
 """
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but readiness turns 503 the moment SIGTERM or SIGINT arrives rather than once
+    uvicorn has drained: load balancers stop routing here while the requests in flight finish."""
+
+    def __init__(self, config: uvicorn.Config, registry: Registry) -> None:
+        super().__init__(config)
+        self.registry = registry
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.registry.start_draining()
+        super().handle_exit(sig, frame)
 
 
 def _log_end(task: asyncio.Task[None]) -> None:
@@ -142,5 +156,6 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         fast=FastPath(registry, settings) if settings.fast_path else None,
         tracing=traces,
+        body_timeout_s=settings.body_timeout_s,
     )
     return app
