@@ -83,6 +83,13 @@ def serve(
     api_key: list[str] | None = typer.Option(
         None, "--api-key", help=_help("api_keys") + " Repeatable; prefer the environment (flags show in ps)."
     ),
+    admin_key: list[str] | None = typer.Option(
+        None, "--admin-key", help=_help("admin_keys") + " Repeatable; prefer the environment."
+    ),
+    limit_concurrency: int | None = typer.Option(
+        None, "--limit-concurrency", help=_help("limit_concurrency")
+    ),
+    body_timeout_s: float | None = typer.Option(None, "--body-timeout-s", help=_help("body_timeout_s")),
     metrics_auth: bool | None = typer.Option(
         None, "--metrics-auth/--no-metrics-auth", help=_help("metrics_auth")
     ),
@@ -125,6 +132,9 @@ def serve(
         "deadline_ms": deadline_ms,
         "ner_stride": ner_stride,
         "api_keys": api_key or None,
+        "admin_keys": admin_key or None,
+        "limit_concurrency": limit_concurrency,
+        "body_timeout_s": body_timeout_s,
         "metrics_auth": metrics_auth,
         "warmup": warmup,
         "shutdown_grace_s": shutdown_grace_s,
@@ -145,14 +155,11 @@ def serve(
 
 def run_server(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; 0 after a clean drain, 1 when start-up failed."""
-    import logging
-
     import uvicorn
-    from slimserve.service.app import create_app
+    from slimserve.service import logs
+    from slimserve.service.app import DrainingServer, create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level)
     if not settings.store.is_dir():
         typer.echo(
             f"slimserve serve: the model store {settings.store} does not exist; build models with "
@@ -175,10 +182,13 @@ def run_server(settings: Settings) -> int:
         port=settings.port,
         lifespan="on",
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        # Seconds, fractions included: 0 cancels what is in flight at once. (`int(grace) or None`
+        # used to turn any grace under 1 s into None: wait for ever.)
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        limit_concurrency=settings.limit_concurrency,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.registry)
     # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in place; a
     # no-op handler here turns a completed drain into exit code 0 instead of death by signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
