@@ -11,8 +11,11 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
+from slimserve.service import tracing
 from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.hf import routes as hf
@@ -36,6 +39,19 @@ Send `x-deadline-ms` to ask for a shorter deadline than the server's.
 """
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but readiness turns 503 the moment SIGTERM or SIGINT arrives rather than once
+    uvicorn has drained: load balancers stop routing here while the requests in flight finish."""
+
+    def __init__(self, config: uvicorn.Config, registry: Registry) -> None:
+        super().__init__(config)
+        self.registry = registry
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.registry.start_draining()
+        super().handle_exit(sig, frame)
+
+
 def _log_end(task: asyncio.Task[None]) -> None:
     """A background task must never end silently: say how it ended unless it was cancelled."""
     if task.cancelled():
@@ -47,8 +63,11 @@ def _log_end(task: asyncio.Task[None]) -> None:
         log.error("background task %s ended; the store is no longer polled", task.get_name())
 
 
-def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1)."""
+def create_app(
+    settings: Settings, on_fatal: Callable[[str], None] | None = None, span_exporter: Any = None
+) -> FastAPI:
+    """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1).
+    ``span_exporter`` replaces the OTLP exporter when tracing is on (tests pass an in-memory one)."""
     # Tokenization runs on its own worker; rayon threads inside `tokenizers` would compete with ORT.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     metrics = Metrics()
@@ -57,6 +76,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     # cores / runner_threads threads: several sessions each using every core would thrash.
     slots = threading.BoundedSemaphore(settings.effective_runner_threads())
     registry = Registry(settings, metrics, pool, slots)
+    traces = tracing.setup(settings, span_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +115,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             await asyncio.gather(*tasks, return_exceptions=True)
             await registry.close(settings.shutdown_grace_s)
             pool.shutdown(wait=False, cancel_futures=True)
+            if traces is not None:
+                traces.shutdown()  # flushes the spans not yet exported
 
     app = FastAPI(
         title="slimserve",
@@ -134,5 +156,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         fast=FastPath(registry, settings) if settings.fast_path else None,
+        tracing=traces,
+        body_timeout_s=settings.body_timeout_s,
     )
     return app

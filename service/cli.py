@@ -22,12 +22,14 @@ SINGULAR = {
     "pins": "pin",
     "variants": "variant",
     "api_keys": "api-key",
+    "admin_keys": "admin-key",
     "debug_faults": "debug-fault",
 }
 NOTES = {
     "models": " Repeat the flag.",
     "pins": " NAME=VERSION, repeatable.",
     "api_keys": " Repeatable; prefer the environment (flags show in ps).",
+    "admin_keys": " Repeatable; prefer the environment (flags show in ps).",
     "debug_faults": " NAME=FAULT, repeatable.",
 }
 # Settings given through another setting's flag: --variant VARIANT sets `variant` (every model),
@@ -146,14 +148,11 @@ _ = SecretStr  # api_keys are SecretStr: given as plain strings, wrapped by the 
 
 def run_server(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; 0 after a clean drain, 1 when start-up failed."""
-    import logging
-
     import uvicorn
-    from slimserve.service.app import create_app
+    from slimserve.service import logs
+    from slimserve.service.app import DrainingServer, create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level)
     if not settings.store.is_dir():
         typer.echo(
             f"slimserve serve: the model store {settings.store} does not exist; build models with "
@@ -176,10 +175,13 @@ def run_server(settings: Settings) -> int:
         port=settings.port,
         lifespan="on",
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        # Seconds, fractions included: 0 cancels what is in flight at once. (`int(grace) or None`
+        # used to turn any grace under 1 s into None: wait for ever.)
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        limit_concurrency=settings.limit_concurrency,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.registry)
     # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in place; a
     # no-op handler here turns a completed drain into exit code 0 instead of death by signal.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -7,6 +7,7 @@ description says why the default is what it is: it doubles as the flag's help te
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -17,12 +18,37 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Device = Literal["auto", "cpu", "cuda"]
 
 
-def cpu_cores() -> int:
-    """Cores this process may use (the affinity mask, not the machine's count)."""
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
+    """The CPU quota of this container in cores (cgroup v2 ``cpu.max``, else v1 CFS files), or None
+    when unlimited or unreadable. A pod limited to 2 CPUs on a 64-core node sees 64 cores in its
+    affinity mask; sizing threads from that gives every session dozens of threads fighting over 2."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def cpu_cores() -> int:
+    """Cores this process may use: the affinity mask, capped by the cgroup CPU quota (rounded down,
+    at least 1), not the machine's count."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, math.floor(limit)))
+    return max(1, cores)
 
 
 class Settings(BaseSettings):
@@ -185,9 +211,29 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted Bearer tokens; empty disables auth (the default binds to loopback only).",
     )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens for the costly admin endpoints (POST /v1/models/{name}/reload); when set, "
+        "inference keys do not suffice there. Empty: the api_keys guard reload too.",
+    )
     metrics_auth: bool = Field(
         False,
         description="Require an API key for /metrics too; off: scrapers rarely send one.",
+    )
+
+    # -- tracing --
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans per request (tokenize, queue wait, inference as children), sent "
+        "over OTLP/HTTP. Off: needs the extra slimserve[tracing], and off costs nothing per request.",
+    )
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="Where spans go when tracing is on: an OpenTelemetry collector's OTLP/HTTP traces URL "
+        "(4318: the OTLP/HTTP port).",
+    )
+    service_name: str = Field(
+        "slimserve", description="The service.name of the spans (one name per deployment in your traces)."
     )
 
     # -- lifecycle --
@@ -196,7 +242,22 @@ class Settings(BaseSettings):
         description="Run each sequence length once before /readyz turns 200, so first requests aren't slow.",
     )
     shutdown_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, time given to in-flight requests (30 s: Kubernetes' default)."
+        30.0,
+        ge=0,
+        description="On SIGTERM, time given to in-flight requests (30 s: Kubernetes' default); /readyz "
+        "answers 503 from the signal on. 0 exits at once. Keep it below the orchestrator's kill timeout.",
+    )
+    limit_concurrency: int | None = Field(
+        2048,
+        ge=1,
+        description="Most open connections plus requests in progress before new ones get 503 from the HTTP "
+        "server itself: a bound on sockets and memory far above what the queues admit (max_queue per model).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive within this many seconds (408 request_timeout beyond): a "
+        "slow or stalled client cannot hold a connection and its buffers for ever.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     debug_runner_delay_ms: float = Field(

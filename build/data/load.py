@@ -33,6 +33,9 @@ class Examples:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def subset(self, rows: list[int]) -> Examples:
+        return Examples([self.inputs[i] for i in rows], [self.targets[i] for i in rows])
+
     def take(self, indices: Sequence[int]) -> Examples:
         return Examples([self.inputs[i] for i in indices], [self.targets[i] for i in indices])
 

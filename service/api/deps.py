@@ -30,21 +30,32 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-def check_key(settings: Settings, authorization: str | None) -> None:
-    """Constant-time comparison against every configured key; no keys configured means open."""
-    if not settings.api_keys:
+def check_key(settings: Settings, authorization: str | None, admin: bool = False) -> None:
+    """Constant-time comparison against every configured key; no keys configured means open.
+
+    ``admin``: the admin keys when any are set (inference keys do not suffice), else the API keys.
+    Admin keys are accepted wherever an API key is."""
+    if admin and settings.admin_keys:
+        keys = settings.admin_keys
+    elif settings.api_keys:
+        keys = [*settings.api_keys, *settings.admin_keys]
+    else:
         return
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     given = token.strip().encode()
-    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in settings.api_keys]
+    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in keys]
     if not any(matches):
-        raise Unauthorized("invalid API key")
+        raise Unauthorized("invalid admin key" if admin and settings.admin_keys else "invalid API key")
 
 
 async def require_key(request: Request) -> None:
     check_key(await get_settings(request), request.headers.get("authorization"))
+
+
+async def require_admin_key(request: Request) -> None:
+    check_key(await get_settings(request), request.headers.get("authorization"), admin=True)
 
 
 async def require_key_for_metrics(request: Request) -> None:

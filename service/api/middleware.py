@@ -12,14 +12,16 @@ reading (most HTTP libraries) would see a reset connection instead of the 413.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
 
 from slimserve.service.api.fastpath import FastPath
-from slimserve.service.errors import PayloadTooLarge, error_response
+from slimserve.service.errors import PayloadTooLarge, RequestTimeout, error_response
 from slimserve.service.logs import REQUEST_ID as LOG_REQUEST_ID
 from slimserve.service.metrics import Metrics
+from slimserve.service.tracing import Tracing
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = "x-request-id"
@@ -27,6 +29,13 @@ REQUEST_ID = "x-request-id"
 # lingering_close does the same). Bounded, so an endless upload cannot hold the connection.
 LINGER_S = 5.0
 LINGER_BYTES = 256 << 20
+CLIENT_GONE = 499  # nginx's code for "the client closed the connection": counted, never sent
+
+log = logging.getLogger(__name__)
+
+
+class _Gone(Exception):
+    """The client disconnected before its body was complete: nothing of it is processed."""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -38,12 +47,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContext:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, fast: FastPath | None = None
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        fast: FastPath | None = None,
+        tracing: Tracing | None = None,
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.fast = fast
+        self.tracing = tracing
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +74,7 @@ class RequestContext:
         state["request_id"] = request_id
         LOG_REQUEST_ID.set(request_id)  # every log line of this request names it (service/logs.py)
         status = 500
+        traced = self.tracing.start(scope) if self.tracing is not None else None
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status
@@ -71,7 +89,20 @@ class RequestContext:
 
         try:
             if scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._read_body(scope, receive)
+                try:
+                    async with asyncio.timeout(self.body_timeout_s):
+                        body = await self._read_body(scope, receive)
+                except _Gone:
+                    status = CLIENT_GONE
+                    return
+                except TimeoutError:
+                    error = RequestTimeout(
+                        f"the request body did not arrive within {self.body_timeout_s:g} s"
+                    )
+                    response = error_response(error, scope["path"])
+                    response.headers["connection"] = "close"
+                    await response(scope, receive, send_wrapped)
+                    return
                 if body is None:
                     await self._too_large(scope, receive, send_wrapped)
                     return
@@ -87,6 +118,11 @@ class RequestContext:
             model = str(state.get("model", ""))
             self.metrics.request_duration.labels(endpoint, model).observe(time.perf_counter() - started)
             self.metrics.requests.labels(endpoint, model, str(status)).inc()
+            if status >= 500:
+                log.warning("%s %s answered %d", scope["method"], scope["path"], status)
+            if traced is not None:
+                assert self.tracing is not None
+                self.tracing.end(*traced, status, getattr(route, "path", None))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (declared or streamed)."""
@@ -98,7 +134,7 @@ class RequestContext:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _Gone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:

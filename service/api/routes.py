@@ -15,6 +15,7 @@ from slimserve.service.api.deps import (
     MetricsDep,
     RegistryDep,
     SettingsDep,
+    require_admin_key,
     require_key,
     require_key_for_metrics,
 )
@@ -139,6 +140,7 @@ def _model_info(s: Served) -> schemas.ModelInfo:
     "409 and the old one keeps serving.",
     response_model=schemas.ReloadResponse,
     responses=_errors(401, 404, 409),
+    dependencies=[Depends(require_admin_key)],
     tags=["models"],
 )
 async def reload(name: str, request: Request, registry: RegistryDep) -> schemas.ReloadResponse:

@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import Any
 
+from slimserve.service import tracing
 from slimserve.service.engine.batcher import EngineResult
 from slimserve.service.errors import ClientClosed, InvalidRequest, ModelNotFound, NotReady, PayloadTooLarge
 from slimserve.service.registry import Registry, Served
@@ -92,4 +93,8 @@ async def run_inference(
         await asyncio.wait({work, watch})
     if work.cancelled():
         raise ClientClosed("the client closed the connection before the answer was ready")
-    return work.result()
+    served, result = work.result()
+    traced = tracing.ACTIVE.get()
+    if traced is not None:
+        traced.record(served, result)
+    return served, result

@@ -73,17 +73,21 @@ class TextTokenizer:
         return self._tok.encode_batch([list(w) for w in words], is_pretokenized=True)
 
 
-def pad(encodings: Sequence[Encoding], pad_id: int = 0) -> Batch:
-    length = max(len(e.ids) for e in encodings)
+def pad(encodings: Sequence[Encoding | np.ndarray], pad_id: int = 0) -> Batch:
+    """A batch from encodings (their ids and type ids), or from rows of ids (``pad_rows``)."""
+    if all(isinstance(e, np.ndarray) for e in encodings):
+        return pad_rows(encodings, pad_id)  # type: ignore[arg-type]
+    length = max(len(e) for e in encodings)
     n = len(encodings)
     ids = np.full((n, length), pad_id, dtype=np.int64)
     mask = np.zeros((n, length), dtype=np.int64)
     types = np.zeros((n, length), dtype=np.int64)
     for row, enc in enumerate(encodings):
-        k = len(enc.ids)
-        ids[row, :k] = enc.ids
+        k = len(enc)
+        ids[row, :k] = enc if isinstance(enc, np.ndarray) else enc.ids
         mask[row, :k] = 1
-        types[row, :k] = enc.type_ids
+        if not isinstance(enc, np.ndarray):
+            types[row, :k] = enc.type_ids
     return Batch(ids, mask, types)
 
 

@@ -6,6 +6,7 @@ profiles and variables without a Docker engine, so it runs here; `make sysdeps` 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,12 +23,15 @@ def _compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProce
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed (`make sysdeps` installs the Debian package)")
+    # The file refuses to run without these (secure defaults); any values do for `config`.
+    env = {**os.environ, "SLIMSERVE_API_KEYS": '["test-key"]', "GRAFANA_ADMIN_PASSWORD": "test-password"}
     return subprocess.run(
         [binary, "--project-directory", str(ROOT), "-f", str(file), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
 
 
@@ -103,7 +107,9 @@ def test_ports_and_monitoring_wiring() -> None:
     services = {name: svc for name, svc in _config()["services"].items() if not svc.get("profiles")}
     published = {
         name: {
-            int(p["published"]) if isinstance(p, dict) else int(str(p).split(":")[0]) for p in svc["ports"]
+            # "HOST_IP:PUBLISHED:TARGET" or "PUBLISHED:TARGET" in the short syntax
+            int(p["published"]) if isinstance(p, dict) else int(str(p).split(":")[-2])
+            for p in svc["ports"]
         }
         for name, svc in services.items()
     }
@@ -114,3 +120,20 @@ def test_ports_and_monitoring_wiring() -> None:
     grafana_env = services["grafana"]["environment"]
     assert grafana_env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert grafana_env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_the_stack_refuses_to_start_without_api_keys_or_a_grafana_password() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (`make sysdeps` installs the Debian package)")
+    for missing in ("SLIMSERVE_API_KEYS", "GRAFANA_ADMIN_PASSWORD"):
+        env = {"SLIMSERVE_API_KEYS": '["k"]', "GRAFANA_ADMIN_PASSWORD": "p"}
+        del env[missing]
+        base = {
+            k: v for k, v in os.environ.items() if k not in ("SLIMSERVE_API_KEYS", "GRAFANA_ADMIN_PASSWORD")
+        }
+        result = subprocess.run(
+            [binary, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "config", "--quiet"],
+            capture_output=True, text=True, timeout=60, check=False, env={**base, **env},
+        )  # fmt: skip
+        assert result.returncode != 0 and missing in result.stderr, missing

@@ -82,3 +82,56 @@ def test_service_hpa_pdb_and_monitor_select_the_deployment() -> None:
     monitor = _load("servicemonitor.yaml")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def _pod_specs() -> dict[str, dict[str, Any]]:
+    return {
+        "deployment.yaml": _load("deployment.yaml")["spec"]["template"]["spec"],
+        "build-job.yaml": _load("build-job.yaml")["spec"]["template"]["spec"],
+    }
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_no_pod_mounts_a_service_account_token() -> None:
+    for name, spec in _pod_specs().items():
+        assert spec["automountServiceAccountToken"] is False, name
+
+
+def test_api_keys_come_from_a_secret_and_are_required() -> None:
+    (api,) = _pod_specs()["deployment.yaml"]["containers"]
+    keys = _env(api)["SLIMSERVE_API_KEYS"]["secretKeyRef"]
+    assert keys["name"] == "slimserve-api-keys" and not keys.get("optional", False)
+    assert _env(api)["SLIMSERVE_ADMIN_KEYS"]["secretKeyRef"]["name"] == "slimserve-api-keys"
+
+
+def test_shutdown_fits_inside_the_termination_grace() -> None:
+    """preStop, then the server's drain, then exit: all before Kubernetes sends SIGKILL."""
+    spec = _pod_specs()["deployment.yaml"]
+    (api,) = spec["containers"]
+    command = " ".join(api["lifecycle"]["preStop"]["exec"]["command"])
+    pre_stop = float(command.split("sleep(")[1].split(")")[0])
+    grace = float(_env(api)["SLIMSERVE_SHUTDOWN_GRACE_S"])
+    assert pre_stop >= 2
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + grace + 5
+
+
+def test_threads_match_the_cpu_limit() -> None:
+    (api,) = _pod_specs()["deployment.yaml"]["containers"]
+    env = _env(api)
+    limit = float(api["resources"]["limits"]["cpu"])
+    assert int(env["SLIMSERVE_RUNNER_THREADS"]) * int(env["SLIMSERVE_INTRA_OP_THREADS"]) <= limit
+
+
+def test_network_policy_admits_only_the_namespace_and_scrapers_and_denies_egress() -> None:
+    policy = _load("networkpolicy.yaml")["spec"]
+    pod_labels = _load("deployment.yaml")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    for peer in rule["from"]:
+        assert peer.get("podSelector") == {} or peer["namespaceSelector"]["matchLabels"]
