@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from slimserve.service.store import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 
 def sst2_sentences(data_dir: Path, n: int = 500, seed: int = 0) -> list[str]:
@@ -47,12 +48,12 @@ class Task:
 TASKS = {
     "sentiment": Task("sentiment", "/v1/sentiment", "text-classification"),
     "classify": Task("intent", "/v1/classify", "text-classification"),
-    "ner": Task("ner", "/v1/ner", "token-classification", conll_texts),
+    "ner": Task("ner", "/v1/ner", TOKEN_CLASSIFICATION, conll_texts),
 }
 # The transformers class that gives a fresh head of the right kind, by the manifest's task.
 HEADS = {
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
+    SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
+    TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
 }
 
 
@@ -175,7 +176,7 @@ def bench(
     except FileNotFoundError as e:
         raise typer.BadParameter(f"input data not found: {e.filename}", param_hint="--data-dir") from e
     slimserve_bin = str(Path(_python()).parent / "slimserve")
-    servers: list[tuple[ServerProcess, float]] = []
+    servers: list[ServerProcess] = []
     notes: list[str] = [f"task {task}: {len(texts)} texts, one per request, to {spec.path}"]
 
     for variant in [v.strip() for v in variants.split(",") if v.strip()]:
@@ -186,19 +187,19 @@ def bench(
             port,
             {"SLIMSERVE_LOG_LEVEL": "warning", "SLIMSERVE_VARIANT": variant},
         )
-        servers.append((ours, 0.0))
+        servers.append(ours)
     if not skip_baseline:
         checkpoint, origin = baseline_checkpoint(store, spec.model, baseline_model)
         notes.append(f"baseline weights: {origin}")
         port = free_port()
         cmd = [_python(), "-m", "slimserve.bench.baseline", "--model", str(checkpoint), "--port", str(port)]
         env = {"TOKENIZERS_PARALLELISM": "false"}
-        servers.append((ServerProcess("baseline fp32", [*cmd, "--pipeline", spec.pipeline], port, env), 0.0))
+        servers.append(ServerProcess("baseline fp32", [*cmd, "--pipeline", spec.pipeline], port, env))
 
     use_wrk = client == "wrk" or (client == "auto" and wrk.available())
     phases = []
     cold: dict[str, float] = {}
-    for server, _ in servers:
+    for server in servers:
         typer.echo(f"starting {server.name} ...", err=True)
         try:
             cold[server.name] = server.start()

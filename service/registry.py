@@ -68,7 +68,7 @@ class Refusal:
 
 
 def make_codec(manifest: store.Manifest, tokenizer: TextTokenizer, settings: Settings) -> Codec[Any]:
-    if manifest.task == "sequence-classification":
+    if manifest.task == store.SEQUENCE_CLASSIFICATION:
         return ClassificationCodec(tokenizer, list(manifest.labels))
     from slimserve.service.tasks.token_classification import NerCodec
 

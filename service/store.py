@@ -38,7 +38,7 @@ TEACHER = "teacher"
 
 def headline_metric(task: Task) -> str:
     """The one metric a variant is judged by: the quality policy, ``best`` and the frontier report."""
-    return "f1" if task == "token-classification" else "accuracy"
+    return "f1" if task == TOKEN_CLASSIFICATION else "accuracy"
 
 
 class StoreError(Exception):

@@ -11,6 +11,7 @@ from typing import Any
 
 from slimserve.build.errors import DataError
 from slimserve.build.recipe import Recipe
+from slimserve.service.store import TOKEN_CLASSIFICATION
 
 EVAL_SPLITS = ("validation", "dev", "test")
 
@@ -41,7 +42,7 @@ def hub_rows(recipe: Recipe) -> tuple[list[Any], list[Any] | None, str]:
         loaded = datasets.load_dataset(spec.hub)
     except Exception as exc:  # datasets raises many unrelated types (network, format, auth)
         raise DataError(f"hub dataset {spec.hub!r}: cannot load it ({exc})") from exc
-    token_task = recipe.task == "token-classification"
+    token_task = recipe.task == TOKEN_CLASSIFICATION
     text_col = "tokens" if token_task else spec.text_column
     label_col = "ner_tags" if token_task else spec.label_column
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from slimserve.build.errors import DataError
 from slimserve.build.recipe import DataSpec, Recipe, TrainSpec
+from slimserve.service.store import TOKEN_CLASSIFICATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ def _read_tagged(path: Path, spec: DataSpec) -> list[tuple[list[str], list[str]]
 
 def _read_pairs(path: Path, recipe: Recipe) -> list[Any]:
     spec = recipe.data
-    token_task = recipe.task == "token-classification"
+    token_task = recipe.task == TOKEN_CLASSIFICATION
     fits = spec.format in ("conll", "jsonl") if token_task else spec.format in ("tsv", "csv", "jsonl")
     if not fits:
         raise DataError(f"{path}: data.format {spec.format!r} does not fit task {recipe.task!r}")
@@ -135,7 +136,7 @@ def _check(pairs: list[Any], recipe: Recipe, origin: str) -> Examples:
     """Examples from raw (input, label) pairs; every label must be one of the recipe's."""
     if not pairs:
         raise DataError(f"{origin}: no examples in the data")
-    if recipe.task == "token-classification":
+    if recipe.task == TOKEN_CLASSIFICATION:
         unknown = sorted({t for _, tags in pairs for t in tags} - set(recipe.labels))
         if unknown:
             raise DataError(f"{origin}: tag(s) {unknown[:10]} in the data are not in the recipe's `labels`")
@@ -160,7 +161,7 @@ def _check(pairs: list[Any], recipe: Recipe, origin: str) -> Examples:
 
 
 def _present_labels(recipe: Recipe, examples: Examples) -> set[str]:
-    if recipe.task == "token-classification":
+    if recipe.task == TOKEN_CLASSIFICATION:
         return {t for tags in examples.targets for t in tags}
     return {recipe.labels[i] for i in examples.targets}
 
@@ -244,7 +245,7 @@ def load_dataset(recipe: Recipe, training: TrainSpec, data_dir: Path | None) -> 
             raise DataError(f"{origin}: too few examples to carve an evaluation split")
         source += f" (eval: stratified {spec.eval_split:.0%} of train, seed {recipe.seed})"
     missing = sorted(set(recipe.labels) - _present_labels(recipe, train))
-    if recipe.task == "token-classification":
+    if recipe.task == TOKEN_CLASSIFICATION:
         # 'O' and rare I- tags may be absent without harm; an entity type with no B- is an error.
         missing = [m for m in missing if m.startswith("B-")]
     if missing:

@@ -14,7 +14,7 @@ import numpy as np
 from slimserve.build.data.load import Examples
 from slimserve.service.engine.codec import Prepared
 from slimserve.service.engine.tokenizer import Batch, TextTokenizer, pad
-from slimserve.service.store import Task, headline_metric
+from slimserve.service.store import TOKEN_CLASSIFICATION, Task, headline_metric
 from slimserve.service.tasks import classification
 from tokenizers import Encoding
 
@@ -61,7 +61,7 @@ class EvalBatches:
     ) -> EvalBatches:
         """The evaluation split as the served model sees it (see the class docstring); NER windows
         overlap by ``stride`` pieces (default: the server's default)."""
-        if task != "token-classification":
+        if task != TOKEN_CLASSIFICATION:
             return cls.build(tokenizer.encode(examples.inputs), examples, batch_size, tokenizer.pad_id)
         from slimserve.service.settings import Settings
         from slimserve.service.tasks.token_classification import NerCodec
@@ -141,7 +141,7 @@ def _served_predictions(logits: list[np.ndarray], data: EvalBatches) -> list[lis
 
 def score(task: Task, labels: list[str], logits: list[np.ndarray], data: EvalBatches) -> dict[str, float]:
     """accuracy + macro_f1 (sequence classification) or entity-level f1 (token classification)."""
-    if task == "token-classification":
+    if task == TOKEN_CLASSIFICATION:
         from slimserve.build.evaluate.ner_metrics import entity_f1
 
         gold = [list(tags) for tags in data.examples.targets]

@@ -17,7 +17,7 @@ import numpy as np
 from slimserve.build.evaluate.metrics import EvalBatches, headline, parity, score
 from slimserve.build.recipe import GateSpec
 from slimserve.service.engine.runner import OnnxRunner
-from slimserve.service.store import TEACHER, Architecture, Task
+from slimserve.service.store import TEACHER, TOKEN_CLASSIFICATION, Architecture, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,8 @@ def gate(
     """Mark each report passed or refused (with the reason), in place. ``pytorch`` holds each form's
     PyTorch metrics (the teacher's under ``"teacher"``)."""
     key = headline(task)
-    allowed = spec.max_f1_drop if task == "token-classification" else spec.max_accuracy_drop
-    field_name = "max_f1_drop" if task == "token-classification" else "max_accuracy_drop"
+    allowed = spec.max_f1_drop if task == TOKEN_CLASSIFICATION else spec.max_accuracy_drop
+    field_name = "max_f1_drop" if task == TOKEN_CLASSIFICATION else "max_accuracy_drop"
     fp32 = {r.form: r for r in reports if r.precision == "fp32"}
     teacher = fp32.get(TEACHER)
     for report in reports:

@@ -22,6 +22,7 @@ from slimserve.build.train.finetune import IGNORE, evaluator, label_tensor
 from slimserve.build.train.loop import TrainResult, train
 from slimserve.build.train.model_io import forward
 from slimserve.service.engine.tokenizer import Batch, pad
+from slimserve.service.store import TOKEN_CLASSIFICATION
 from tqdm import tqdm
 
 
@@ -70,7 +71,7 @@ def distill(
     pad_id: int,
 ) -> TrainResult:
     """Train ``student`` in place; ``layer_map[i]`` is the teacher layer student layer ``i`` mimics."""
-    token_level = recipe.task == "token-classification"
+    token_level = recipe.task == TOKEN_CLASSIFICATION
     temperature = loss.temperature
 
     def objective(model: torch.nn.Module, batch: Batch, idx: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,7 @@ from slimserve.build.recipe import Recipe, TrainSpec
 from slimserve.build.train.loop import TrainResult, train
 from slimserve.build.train.model_io import encode, forward, logits_of
 from slimserve.service.engine.tokenizer import Batch, TextTokenizer
+from slimserve.service.store import TOKEN_CLASSIFICATION
 
 IGNORE = -100
 
@@ -39,7 +40,7 @@ def label_tensor(targets: list[Any], idx: np.ndarray, batch: Batch, token_level:
 
 
 def gold_targets(recipe: Recipe, encodings: list[Any], examples: Examples) -> list[Any]:
-    if recipe.task == "token-classification":
+    if recipe.task == TOKEN_CLASSIFICATION:
         return token_labels(encodings, examples, recipe.labels)
     return list(examples.targets)
 
@@ -61,7 +62,7 @@ def finetune(
 ) -> TrainResult:
     encodings = encode(tokenizer, recipe.task, train_examples)
     targets = gold_targets(recipe, encodings, train_examples)
-    token_level = recipe.task == "token-classification"
+    token_level = recipe.task == TOKEN_CLASSIFICATION
 
     def objective(m: torch.nn.Module, batch: Batch, idx: np.ndarray) -> torch.Tensor:
         return forward(m, batch, labels=label_tensor(targets, idx, batch, token_level)).loss

@@ -18,7 +18,7 @@ from slimserve.build.errors import BaseModelError
 from slimserve.build.evaluate.metrics import EvalBatches
 from slimserve.build.recipe import DEFAULT_BASE_MODEL, Recipe
 from slimserve.service.engine.tokenizer import Batch, TextTokenizer
-from slimserve.service.store import TOKENIZER, Task
+from slimserve.service.store import TOKEN_CLASSIFICATION, TOKENIZER, Task
 
 
 def resolve_base(name: str) -> str:
@@ -53,7 +53,7 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
     source = resolve_base(recipe.base_model)
     auto = (
         AutoModelForTokenClassification
-        if recipe.task == "token-classification"
+        if recipe.task == TOKEN_CLASSIFICATION
         else AutoModelForSequenceClassification
     )
     id2label = dict(enumerate(recipe.labels))
@@ -85,7 +85,7 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
 
 
 def encode(tokenizer: TextTokenizer, task: Task, examples: Examples) -> list[Any]:
-    if task == "token-classification":
+    if task == TOKEN_CLASSIFICATION:
         return tokenizer.encode_words(examples.inputs)
     return tokenizer.encode(examples.inputs)
 

@@ -36,7 +36,9 @@ def gpu_available() -> bool:
 
 
 class OnnxRunner:
-    """Owns one InferenceSession. Not thread-safe by design: one engine thread calls ``run``."""
+    """Owns one InferenceSession. ``run`` may be called from several threads at once (ONNX Runtime's
+    ``InferenceSession.run`` is thread-safe): the engine's runner threads share one session, and the
+    device slots, not this class, bound how many calls run together."""
 
     def __init__(
         self,

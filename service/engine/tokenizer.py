@@ -48,6 +48,7 @@ class TextTokenizer:
             raise ValueError(f"{path}: unsupported post-processor (expected specials around one sequence)")
         self.prefix = np.asarray(ids[: content[0]], dtype=np.int64)
         self.suffix = np.asarray(ids[content[-1] + 1 :], dtype=np.int64)
+        self._prefix, self._suffix = self.prefix.tolist(), self.suffix.tolist()
         self.content_len = max_seq_len - len(self.prefix) - len(self.suffix)
         if self.content_len < 1:
             raise ValueError(f"max_seq_len {max_seq_len} leaves no room for text beside the special tokens")
@@ -64,9 +65,9 @@ class TextTokenizer:
         """Whole texts, no special tokens, no truncation: the serving codecs cut rows themselves."""
         return self._whole.encode_batch(list(texts), add_special_tokens=False)
 
-    def row(self, content: Sequence[int] | np.ndarray) -> np.ndarray:
+    def row(self, content: list[int]) -> np.ndarray:
         """One model row: the template's special tokens around at most ``content_len`` pieces."""
-        return np.concatenate((self.prefix, np.asarray(content, dtype=np.int64), self.suffix))
+        return np.array(self._prefix + content + self._suffix, dtype=np.int64)
 
     def encode_words(self, words: Sequence[Sequence[str]]) -> list[Encoding]:
         """Pre-split words (NER evaluation data); ``Encoding.word_ids`` maps pieces to words."""

@@ -229,10 +229,10 @@ class NerItem(Prepared):
     """One text: its rows (windows), and what decoding needs of its pieces, kept once."""
 
     text: str
-    offsets: np.ndarray
-    """(n_pieces, 2) character offsets of the text's pieces into ``text``."""
-    word_ids: np.ndarray
-    """(n_pieces,) word index of each piece, -1 for none."""
+    offsets: list[tuple[int, int]]
+    """Character offsets of the text's pieces into ``text``."""
+    word_ids: list[int | None]
+    """The word index of each piece."""
     starts: list[int]
     """The first piece of each window."""
     params: NerParams
@@ -261,12 +261,11 @@ class NerCodec:
         tok = self.tokenizer
         out: list[Prepared] = []
         for text, enc in zip(texts, tok.encode_content(texts), strict=True):
-            ids = np.asarray(enc.ids, dtype=np.int64)
+            # Each Encoding attribute access copies the whole list out of Rust: read each once.
+            ids = enc.ids
             starts = window_starts(len(ids), tok.content_len, self.stride)
             rows = [tok.row(ids[s : s + tok.content_len]) for s in starts]
-            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-            words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-            out.append(NerItem(rows, text, offsets, words, starts, options))
+            out.append(NerItem(rows, text, enc.offsets, enc.word_ids, starts, options))
         return out
 
     def finish(self, prepared: NerItem, logits: list[np.ndarray]) -> NerResult:
@@ -316,9 +315,5 @@ def merge_windows(item: NerItem, logits: Sequence[np.ndarray], prefix: int, wind
             better = central > best[start:end]
             best[start:end][better] = central[better]
             chosen[start:end][better] = rows[prefix + j[better]]
-    words = item.word_ids.tolist()
-    return Pieces(
-        [tuple(o) for o in item.offsets.tolist()],
-        [None if w < 0 else w for w in words],
-        softmax(chosen) if len(chosen) else chosen.reshape(0, n_labels),
-    )
+    probs = softmax(chosen) if len(chosen) else chosen.reshape(0, n_labels)
+    return Pieces(item.offsets, item.word_ids, probs)

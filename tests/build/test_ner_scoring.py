@@ -38,7 +38,7 @@ def _oracle_logits(data: EvalBatches, gold: list[list[str]]) -> list[np.ndarray]
         for start_piece, row in zip(item.starts, item.rows, strict=True):  # [CLS] pieces [SEP]
             out = np.full((len(row), len(NER_LABELS)), -5.0, dtype=np.float32)
             out[:, index["O"]] = 5.0
-            pieces = item.offsets[start_piece : start_piece + len(row) - 2].tolist()
+            pieces = item.offsets[start_piece : start_piece + len(row) - 2]
             for pos, (start, end) in enumerate(pieces, start=1):
                 word = next((w for w, (s, e) in enumerate(spans) if s <= start < e), None)
                 if end > start and word is not None:

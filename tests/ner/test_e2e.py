@@ -111,7 +111,7 @@ def test_one_text_and_defaults(ner_server: Server) -> None:
 @pytest.mark.parametrize(
     ("payload", "status", "kind"),
     [
-        ({"inputs": "x", "aggregation": "first"}, 422, "validation_error"),
+        ({"inputs": "x", "aggregation": "longest"}, 422, "validation_error"),
         ({"inputs": []}, 422, "validation_error"),
         ({"inputs": "x", "model": "nope"}, 404, "model_not_found"),
     ],

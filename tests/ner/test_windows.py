@@ -46,7 +46,7 @@ def truth_tag(text: str, start: int, end: int, spans: list[tuple[str, int, int]]
 def window_offsets(prepared: NerItem) -> list[list[tuple[int, int]]]:
     """Each window's content pieces' offsets (rows are [CLS] pieces [SEP])."""
     return [
-        [tuple(o) for o in prepared.offsets[start : start + len(row) - 2].tolist()]
+        list(prepared.offsets[start : start + len(row) - 2])
         for start, row in zip(prepared.starts, prepared.rows, strict=True)
     ]
 

@@ -23,13 +23,14 @@ from slimserve.service.engine.batcher import EngineResult
 from slimserve.service.errors import InvalidInput, ModelNotFound, invalid
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
+from slimserve.service.store import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from slimserve.service.tasks.classification import ClassifyParams, Prediction
 from slimserve.service.tasks.token_classification import NerParams, NerResult
 
 from slimserve import __version__
 
-SEQUENCE = "sequence-classification"
-TOKEN = "token-classification"
+SEQUENCE = SEQUENCE_CLASSIFICATION
+TOKEN = TOKEN_CLASSIFICATION
 PIPELINE_TAGS = {SEQUENCE: "text-classification", TOKEN: "token-classification"}
 
 

@@ -32,11 +32,12 @@ from slimserve.service.api.v2.protocol import (
 from slimserve.service.errors import InvalidInput
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
+from slimserve.service.store import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from slimserve.service.tasks.classification import ClassifyParams, Prediction
 from slimserve.service.tasks.token_classification import NerParams, NerResult
 
-SEQUENCE = "sequence-classification"
-TOKEN = "token-classification"
+SEQUENCE = SEQUENCE_CLASSIFICATION
+TOKEN = TOKEN_CLASSIFICATION
 PLATFORM = "onnxruntime_onnx"
 OUTPUTS = {SEQUENCE: ("label", "score"), TOKEN: ("entities",)}
 DATATYPES = {"label": "BYTES", "score": "FP32", "entities": "BYTES"}
