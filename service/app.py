@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from slimserve.service import tracing
 from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.hf import routes as hf
@@ -62,8 +63,11 @@ def _log_end(task: asyncio.Task[None]) -> None:
         log.error("background task %s ended; the store is no longer polled", task.get_name())
 
 
-def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1)."""
+def create_app(
+    settings: Settings, on_fatal: Callable[[str], None] | None = None, span_exporter: Any = None
+) -> FastAPI:
+    """``on_fatal`` is called when start-up loading fails (the CLI stops the server and exits 1).
+    ``span_exporter`` replaces the OTLP exporter when tracing is on (tests pass an in-memory one)."""
     # Tokenization runs on its own worker; rayon threads inside `tokenizers` would compete with ORT.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     metrics = Metrics()
@@ -72,6 +76,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     # cores / runner_threads threads: several sessions each using every core would thrash.
     slots = threading.BoundedSemaphore(settings.effective_runner_threads())
     registry = Registry(settings, metrics, pool, slots)
+    traces = tracing.setup(settings, span_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +115,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             await asyncio.gather(*tasks, return_exceptions=True)
             await registry.close(settings.shutdown_grace_s)
             pool.shutdown(wait=False, cancel_futures=True)
+            if traces is not None:
+                traces.shutdown()  # flushes the spans not yet exported
 
     app = FastAPI(
         title="slimserve",
@@ -148,6 +155,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         fast=FastPath(registry, settings) if settings.fast_path else None,
+        tracing=traces,
         body_timeout_s=settings.body_timeout_s,
     )
     return app

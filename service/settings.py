@@ -211,6 +211,21 @@ class Settings(BaseSettings):
         description="Require an API key for /metrics too; off: scrapers rarely send one.",
     )
 
+    # -- tracing --
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans per request (tokenize, queue wait, inference as children), sent "
+        "over OTLP/HTTP. Off: needs the extra slimserve[tracing], and off costs nothing per request.",
+    )
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="Where spans go when tracing is on: an OpenTelemetry collector's OTLP/HTTP traces URL "
+        "(4318: the OTLP/HTTP port).",
+    )
+    service_name: str = Field(
+        "slimserve", description="The service.name of the spans (one name per deployment in your traces)."
+    )
+
     # -- lifecycle --
     warmup: bool = Field(
         True,

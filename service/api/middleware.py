@@ -14,6 +14,7 @@ from slimserve.service.api.fastpath import FastPath
 from slimserve.service.errors import PayloadTooLarge, RequestTimeout, envelope
 from slimserve.service.logs import REQUEST_ID as LOG_REQUEST_ID
 from slimserve.service.metrics import Metrics
+from slimserve.service.tracing import Tracing
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = "x-request-id"
@@ -40,12 +41,14 @@ class RequestContext:
         metrics: Metrics,
         max_body_bytes: int,
         fast: FastPath | None = None,
+        tracing: Tracing | None = None,
         body_timeout_s: float = 30.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.fast = fast
+        self.tracing = tracing
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,6 +63,7 @@ class RequestContext:
         state["request_id"] = request_id
         LOG_REQUEST_ID.set(request_id)  # every log line of this request names it (service/logs.py)
         status = 500
+        traced = self.tracing.start(scope) if self.tracing is not None else None
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status
@@ -109,6 +113,9 @@ class RequestContext:
             self.metrics.requests.labels(endpoint, model, str(status)).inc()
             if status >= 500:
                 log.warning("%s %s answered %d", scope["method"], scope["path"], status)
+            if traced is not None:
+                assert self.tracing is not None
+                self.tracing.end(*traced, status, getattr(route, "path", None))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (declared or streamed)."""

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from fastapi import Request, Response
+from slimserve.service import tracing
 from slimserve.service.engine.batcher import EngineResult
 from slimserve.service.errors import ClientClosed, InvalidRequest, ModelNotFound, NotReady, PayloadTooLarge
 from slimserve.service.registry import Registry, Served
@@ -95,6 +96,9 @@ async def run_inference(
     if work.cancelled():
         raise ClientClosed("the client closed the connection before the answer was ready")
     served, result = work.result()
+    traced = tracing.ACTIVE.get()
+    if traced is not None:
+        traced.record(served, result)
     response.headers["x-queue-time"] = f"{result.queue_s * 1000:.2f}"
     response.headers["x-inference-time"] = f"{result.inference_s * 1000:.2f}"
     return served, result

@@ -90,6 +90,12 @@ class EngineResult:
     results: list[Any]
     queue_s: float
     inference_s: float
+    batch_rows: int = 0
+    """Rows in the largest batch that carried this request's rows."""
+    enqueued_at: float = 0.0
+    """``time.perf_counter()`` when its rows entered the queue (the tracing spans' clock)."""
+    tokenized_at: float = 0.0
+    tokenize_s: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -108,6 +114,7 @@ class _Ticket:
     inference_s: float = 0.0
     last_batch: int = -1
     request_id: str = "-"
+    batch_rows: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -347,13 +354,16 @@ class Engine:
                     raise DeadlineExceeded(
                         "the request's deadline passed while it waited to be tokenized"
                     ) from None
-            self._metrics.tokenize_duration.labels(self.name).observe(time.perf_counter() - started)
+            tokenize_s = time.perf_counter() - started
+            self._metrics.tokenize_duration.labels(self.name).observe(tokenize_s)
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed while it was being tokenized")
             ticket = self._enqueue(prepared, loop, deadline)
             remaining = deadline - time.monotonic()
             try:
-                return await asyncio.wait_for(asyncio.shield(ticket.future), max(remaining, 0.0))
+                result = await asyncio.wait_for(asyncio.shield(ticket.future), max(remaining, 0.0))
+                result.tokenized_at, result.tokenize_s = started, tokenize_s
+                return result
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"the request waited longer than its deadline ({remaining * 1000:.0f} ms left at enqueue)"
@@ -586,6 +596,7 @@ class Engine:
                 if t.last_batch != batch_id:
                     t.last_batch = batch_id
                     t.inference_s += elapsed
+                    t.batch_rows = max(t.batch_rows, len(rows))
                 t.logits[row.item][row.index] = logits[i] if logits.ndim == 2 else logits[i, : row.length]
                 t.remaining -= 1
                 if t.remaining == 0 and not t.cancelled:
@@ -636,7 +647,9 @@ class Engine:
             self._fail(ticket, InferenceFailed(f"decoding failed for model {self.name!r}"))
             return None
         queue_s = (ticket.started_at or ticket.enqueued_at) - ticket.enqueued_at
-        return ticket, EngineResult(results, queue_s, ticket.inference_s)
+        return ticket, EngineResult(
+            results, queue_s, ticket.inference_s, ticket.batch_rows, ticket.enqueued_at
+        )
 
     def _fail(self, ticket: _Ticket, error: BaseException) -> None:
         ticket.cancelled = True

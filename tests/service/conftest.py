@@ -27,9 +27,9 @@ def free_port() -> int:
 class Server:
     """A real uvicorn server running ``create_app(settings)`` on a thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **app_options: Any) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, **app_options)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=settings.port, lifespan="on", log_level="warning",
             timeout_graceful_shutdown=5,
