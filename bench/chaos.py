@@ -526,7 +526,7 @@ def sigterm(chaos: Chaos) -> list[Check]:
             Check(
                 s,
                 "answered / refused at connect / lost",
-                f"{len(answered)} / {len(refused)} / {len(lost)}",
+                f"{len(answered)} / {len(refused)} / {len(lost)}" + (f" ({codes(lost)})" if lost else ""),
                 "0 lost" if grace != "0" else "",
                 not lost if grace != "0" else None,
             ),
