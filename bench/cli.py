@@ -140,6 +140,13 @@ def bench(
     cold_start: bool = typer.Option(
         True, help="also measure spawn-to-ready with every model in the store (the cold-start target)"
     ),
+    variants: str = typer.Option(
+        "recommended",
+        help="slimserve variants to serve, comma separated, one server each (SLIMSERVE_VARIANT): "
+        "`recommended` (what the build recommends, the default serving), `best`, or variant names such as "
+        "`int8` (the int8 teacher) or `l3-int8`; e.g. recommended,int8 compares the compressed pick with "
+        "the int8 teacher in one run",
+    ),
     client: str = typer.Option(
         "auto",
         help="load generator: wrk (C, `apt-get install wrk`; phases bounded by --seconds only), python "
@@ -171,14 +178,15 @@ def bench(
     servers: list[tuple[ServerProcess, float]] = []
     notes: list[str] = [f"task {task}: {len(texts)} texts, one per request, to {spec.path}"]
 
-    port = free_port()
-    ours = ServerProcess(
-        "slimserve int8",
-        [slimserve_bin, "serve", "--store", str(store), "--port", str(port), "--model", spec.model],
-        port,
-        {"SLIMSERVE_LOG_LEVEL": "warning"},
-    )
-    servers.append((ours, 0.0))
+    for variant in [v.strip() for v in variants.split(",") if v.strip()]:
+        port = free_port()
+        ours = ServerProcess(
+            f"slimserve {variant}",
+            [slimserve_bin, "serve", "--store", str(store), "--port", str(port), "--model", spec.model],
+            port,
+            {"SLIMSERVE_LOG_LEVEL": "warning", "SLIMSERVE_VARIANT": variant},
+        )
+        servers.append((ours, 0.0))
     if not skip_baseline:
         checkpoint, origin = baseline_checkpoint(store, spec.model, baseline_model)
         notes.append(f"baseline weights: {origin}")
@@ -194,6 +202,9 @@ def bench(
         typer.echo(f"starting {server.name} ...", err=True)
         try:
             cold[server.name] = server.start()
+            served = server.served_variant(spec.model)
+            if served:
+                notes.append(f"{server.name} served variant {served}")
             for level in levels:
                 typer.echo(f"  {server.name}: concurrency {level}", err=True)
                 phases.append(measure(server, spec.path, texts, level, requests, seconds, client))

@@ -71,6 +71,18 @@ class ServerProcess:
             time.sleep(0.01)
         raise RuntimeError(f"{self.name} was not ready within {limit_s} s; see {self.log}")
 
+    def served_variant(self, model: str) -> str | None:
+        """The variant /v1/models says it serves for ``model`` (None for a server without it)."""
+        try:
+            listing = httpx.get(self.url + "/v1/models", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        entries = listing.get("models", listing) if isinstance(listing, dict) else listing
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("name") == model:
+                return str(entry.get("variant"))
+        return None
+
     def rss_mb(self) -> float:
         import psutil
 

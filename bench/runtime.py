@@ -50,7 +50,7 @@ def _rows(tokenizer: TextTokenizer, batch: int, length: int) -> Batch:
 
 def _torch_runner(base_model: str, n_labels: int, threads: int) -> Run:
     import torch
-    from slimserve.build.train.finetune import resolve_base
+    from slimserve.build.train.model_io import resolve_base
     from transformers import AutoModelForSequenceClassification
 
     torch.set_num_threads(threads)

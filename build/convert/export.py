@@ -51,8 +51,10 @@ def export(model: torch.nn.Module, path: Path, config: ExportConfig = ExportConf
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             # The TorchScript exporter's deprecation and tracer warnings are expected here.
             warnings.simplefilter("ignore")
+            # The wrapper is put in eval mode too: the exporter restores the wrapper's training flag
+            # afterwards, recursively, and a fresh module is in training mode (dropout on).
             torch.onnx.export(
-                _LogitsOnly(model),
+                _LogitsOnly(model).eval(),
                 (ids, mask, types),
                 str(path),
                 input_names=list(INPUT_NAMES),

@@ -33,6 +33,9 @@ class Examples:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def subset(self, rows: list[int]) -> Examples:
+        return Examples([self.inputs[i] for i in rows], [self.targets[i] for i in rows])
+
     def take(self, indices: Sequence[int]) -> Examples:
         return Examples([self.inputs[i] for i in indices], [self.targets[i] for i in indices])
 
@@ -104,7 +107,7 @@ def _read_jsonl_pairs(path: Path, spec: DataSpec) -> list[tuple[str, str]]:
 
 
 def _read_tagged(path: Path, spec: DataSpec) -> list[tuple[list[str], list[str]]]:
-    from slimserve.build import conll
+    from slimserve.build.data import conll
 
     try:
         sentences = conll.read_conll(path) if spec.format == "conll" else conll.read_tagged_jsonl(path)

@@ -7,28 +7,92 @@ manifest are what users of the served model get. Metrics are fractions 0..1.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from slimserve.build.data.load import Examples
-from slimserve.service.engine.tokenizer import Batch, pad
+from slimserve.service.engine.tokenizer import Batch, TextTokenizer, pad
 from slimserve.service.store import Task, headline_metric
 from slimserve.service.tasks import classification
+from slimserve.service.tasks.base import Prepared
 from tokenizers import Encoding
 
 
 @dataclass(frozen=True, slots=True)
 class EvalBatches:
-    """Evaluation examples encoded once and cut into padded batches, reused for every model."""
+    """Evaluation examples encoded once and cut into padded batches, reused for every model.
+
+    For token classification the rows are what ``/v1/ner`` runs: each sentence's words joined by
+    spaces into one text, tokenized by the serving codec (windows over long texts), so the score
+    below goes through the served decoding (window merge, BIO aggregation, character offsets) and
+    the manifest's F1 is the one users get."""
 
     encodings: list[Encoding]
     batches: list[Batch]
     examples: Examples
+    items: list[Prepared] | None = None  # token classification: one per sentence, rows in order
+    codec: Any = None  # token classification: the serving codec that prepared ``items``
+    spans: list[list[tuple[int, int]]] | None = None  # each word's character span in its text
 
     @classmethod
-    def build(cls, encodings: list[Encoding], examples: Examples, batch_size: int = 32) -> EvalBatches:
-        batches = [pad(encodings[i : i + batch_size]) for i in range(0, len(encodings), batch_size)]
+    def build(
+        cls, encodings: list[Encoding], examples: Examples, batch_size: int = 32, pad_id: int = 0
+    ) -> EvalBatches:
+        # Padded with the tokenizer's own pad id, as the serving batcher pads.
+        batches = [pad(encodings[i : i + batch_size], pad_id) for i in range(0, len(encodings), batch_size)]
         return cls(encodings, batches, examples)
+
+    @classmethod
+    def served(
+        cls,
+        tokenizer: TextTokenizer,
+        task: Task,
+        labels: list[str],
+        examples: Examples,
+        batch_size: int = 32,
+        stride: int | None = None,
+    ) -> EvalBatches:
+        """The evaluation split as the served model sees it (see the class docstring); NER windows
+        overlap by ``stride`` pieces (default: the server's default)."""
+        if task != "token-classification":
+            return cls.build(tokenizer.encode(examples.inputs), examples, batch_size, tokenizer.pad_id)
+        from slimserve.service.settings import Settings
+        from slimserve.service.tasks.token_classification import NerCodec
+
+        if stride is None:
+            stride = Settings.model_fields["ner_stride"].default
+        codec = NerCodec(tokenizer, labels, stride)
+        texts, spans = (
+            zip(*(join_words(words) for words in examples.inputs), strict=True) if len(examples) else ((), ())
+        )
+        items = codec.prepare(list(texts), None)
+        rows = [row for item in items for row in item.encodings]
+        plain = cls.build(rows, examples, batch_size, tokenizer.pad_id)
+        return replace(plain, items=items, codec=codec, spans=list(spans))
+
+
+def join_words(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """A sentence's words as one text (single spaces) and each word's character span in it."""
+    spans = []
+    at = 0
+    for word in words:
+        spans.append((at, at + len(word)))
+        at += len(word) + 1
+    return " ".join(words), spans
+
+
+def entities_to_tags(entities: Sequence[Any], spans: Sequence[tuple[int, int]]) -> list[str]:
+    """Word-level BIO tags from served entities: a word belongs to the entity whose character span
+    it overlaps; the first such word is B-, the rest I-."""
+    tags = ["O"] * len(spans)
+    for entity in entities:
+        inside = [
+            w for w, (s, e) in enumerate(spans) if s < entity.end and entity.start < e and tags[w] == "O"
+        ]
+        for k, w in enumerate(inside):
+            tags[w] = ("B-" if k == 0 else "I-") + entity.entity
+    return tags
 
 
 def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
@@ -50,24 +114,23 @@ def macro_f1(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def _word_predictions(
-    logits: list[np.ndarray], data: EvalBatches, labels: list[str]
-) -> tuple[list[list[str]], list[list[str]]]:
-    from slimserve.service.tasks.token_classification import word_tags
-
-    gold: list[list[str]] = []
-    pred: list[list[str]] = []
-    row = 0
+def _served_predictions(logits: list[np.ndarray], data: EvalBatches) -> list[list[str]]:
+    """Each sentence's word tags as ``/v1/ner`` (aggregation ``simple``) would give them."""
+    assert data.items is not None and data.spans is not None and data.codec is not None
+    rows: list[np.ndarray] = []
+    at = 0
     for batch_logits in logits:
         for k in range(batch_logits.shape[0]):
-            enc = data.encodings[row]
-            want = list(data.examples.targets[row])
-            # Words cut off by the window come back as "O": the score stays honest.
-            tags = list(word_tags(batch_logits[k, : len(enc.ids)], list(enc.word_ids), labels, len(want)))
-            gold.append(want)
-            pred.append(tags)
-            row += 1
-    return gold, pred
+            rows.append(batch_logits[k, : len(data.encodings[at].ids)])
+            at += 1
+    pred: list[list[str]] = []
+    at = 0
+    for item, spans in zip(data.items, data.spans, strict=True):
+        n = len(item.encodings)
+        result = data.codec.finish(item, rows[at : at + n])
+        at += n
+        pred.append(entities_to_tags(result.entities, spans))
+    return pred
 
 
 def score(task: Task, labels: list[str], logits: list[np.ndarray], data: EvalBatches) -> dict[str, float]:
@@ -75,8 +138,8 @@ def score(task: Task, labels: list[str], logits: list[np.ndarray], data: EvalBat
     if task == "token-classification":
         from slimserve.build.evaluate.ner_metrics import entity_f1
 
-        gold, pred = _word_predictions(logits, data, labels)
-        return {"f1": float(entity_f1(gold, pred))}
+        gold = [list(tags) for tags in data.examples.targets]
+        return {"f1": float(entity_f1(gold, _served_predictions(logits, data)))}
     index = {name: i for i, name in enumerate(labels)}
     predicted = [index[p.label] for lg in logits for p in classification.decode(lg, labels)]
     gold_ids = list(data.examples.targets)

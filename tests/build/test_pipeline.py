@@ -51,7 +51,7 @@ def test_cli_build_publishes_and_models_lists(
     directory = version_dir(store, "sentiment", 1)
     manifest = read_manifest(directory)
     verify_checksums(directory, manifest)
-    assert set(manifest.variants) == {"fp32", "fp16", "int8"}
+    assert set(manifest.variants) == {"fp32", "fp16", "int8", "int8-static"}
     assert manifest.recipe["profile"] == "quick" and manifest.recipe["name"] == "sentiment"
     assert manifest.data.source == "sst2/train.tsv, sst2/dev.tsv"
     assert manifest.build["train_examples"] == 200  # type: ignore[attr-defined]
@@ -59,10 +59,14 @@ def test_cli_build_publishes_and_models_lists(
         assert variant.parity.label_agreement >= 0.9
         assert variant.latency_ms["batch_1"] > 0
     assert sorted(p.name for p in directory.iterdir()) == [
+        "frontier.png",
+        "frontier.svg",
         "manifest.json",
         "model.fp16.onnx",
         "model.fp32.onnx",
+        "model.int8-static.onnx",
         "model.int8.onnx",
+        "report.md",
         "tokenizer.json",
     ]
     # Readable by a serving user other than the builder (mkdtemp alone would leave it 0700).
@@ -71,7 +75,7 @@ def test_cli_build_publishes_and_models_lists(
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert lines[1].split()[:6] == ["sentiment", "sequence-classification", "1", "fp32", "fp32", "teacher"]
-    assert [line.split()[0] for line in lines[2:4]] == ["fp16", "int8"]
+    assert [line.split()[0] for line in lines[2:5]] == ["fp16", "int8", "int8-static"]
 
 
 def test_keep_pytorch_publishes_a_checkpoint_the_transformers_pipeline_loads(
@@ -177,7 +181,7 @@ def test_gate_refuses_a_degraded_variant_and_publishes_the_rest(tiny_base: Path,
     result = run_build(parse_recipe(raw), "quick", store, data, options)
     manifest = result.manifest
     assert manifest.reference_metrics["accuracy"] >= 0.9
-    assert set(manifest.variants) == {"fp32", "fp16"}
+    assert set(manifest.variants) == {"fp32", "fp16", "int8-static"}
     assert [r.name for r in result.refused] == ["int8"]
     assert "max_accuracy_drop = 1.0" in manifest.refused["int8"]  # type: ignore[attr-defined]
     assert not (result.path / "model.int8.onnx").exists()
@@ -244,3 +248,77 @@ def test_a_rebuild_with_the_same_seed_is_identical(
     assert (first.version, second.version) == (1, 2)
     assert first.manifest.variants["fp32"].sha256 == second.manifest.variants["fp32"].sha256
     assert first.manifest.build["history"] == second.manifest.build["history"]  # type: ignore[attr-defined]
+
+
+def _memorisable_sst2(tmp_path: Path) -> Path:
+    """Rows a tiny model learns by heart: evaluated on its training rows, accuracy is far above
+    chance, so a flipped variant is far below it."""
+    data = tmp_path / "data"
+    (data / "sst2").mkdir(parents=True)
+    rows = ["sentence\tlabel", *[f"good film number {i} , lovely\t1" for i in range(24)]]
+    rows += [f"bad film number {i} , awful\t0" for i in range(24)]
+    for name in ("train.tsv", "dev.tsv"):
+        (data / "sst2" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return data
+
+
+def _flip(name: str) -> Callable[[dict[str, Path]], None]:
+    def flip(files: dict[str, Path]) -> None:
+        _flip_classes({"int8": files[name]})
+
+    return flip
+
+
+def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Path, tmp_path: Path) -> None:
+    raw = tiny_recipe(
+        "sentiment",
+        tiny_base,
+        variants=["fp32", "int8", "int8-static"],
+        gate={"max_accuracy_drop": 1.0, "min_relative_quality": 0.9},
+        compress={
+            "forms": [
+                {"name": "l1", "layers": 1},
+                {"name": "l1-h2-f32", "layers": 1, "heads": 2, "ffn": 32, "precisions": ["fp32", "int8"]},
+                {"name": "big", "ffn": 48, "profiles": ["full"]},  # not in the quick profile
+            ],
+            "training": {"quick": {"epochs": 15, "learning_rate": 3e-3, "batch_size": 8}},
+        },
+    )
+    raw["profiles"]["quick"] |= {"epochs": 15, "learning_rate": 3e-3, "batch_size": 8}
+    # The distilled l1's fp32 graph is made to answer wrongly: under the teacher floor, refused;
+    # its int8 (not flipped) still passes, gated against the teacher floor, not only its fp32.
+    options = BuildOptions(verify=QUIET.verify, say=QUIET.say, on_variants=_flip("l1-fp32"))
+    result = run_build(parse_recipe(raw), "quick", tmp_path / "store", _memorisable_sst2(tmp_path), options)
+    manifest = result.manifest
+    assert manifest.schema_version == 2
+    assert [r.name for r in result.refused] == ["l1-fp32"]
+    assert "min_relative_quality" in manifest.refused["l1-fp32"]  # type: ignore[attr-defined]
+    assert set(manifest.variants) == {
+        "fp32", "int8", "int8-static", "l1-fp16", "l1-int8", "l1-h2-f32-fp32", "l1-h2-f32-int8",
+    }  # fmt: skip
+    teacher = manifest.variants["fp32"]
+    assert teacher.metrics["accuracy"] >= 0.9
+    for name, v in manifest.variants.items():
+        assert v.architecture is not None and v.precision is not None
+        assert set(v.latency_ms) == {"batch_1", "batch_32"}
+        assert v.metrics["accuracy"] >= 0.9 * teacher.metrics["accuracy"], name
+    assert manifest.variants["int8-static"].precision == "int8-static"
+    small = manifest.variants["l1-h2-f32-int8"]
+    assert (small.form, small.architecture.layers, small.architecture.heads, small.architecture.ffn) == (
+        "l1-h2-f32", 1, [2], [32],
+    )  # fmt: skip
+    assert small.architecture.parameters < teacher.architecture.parameters  # type: ignore[union-attr]
+    assert small.architecture.flops_per_token < teacher.architecture.flops_per_token / 2  # type: ignore[union-attr]
+    # The recommendation is the policy's: the fastest variant within 97% of the fp32 teacher.
+    from slimserve.build.evaluate.policy import recommend
+
+    assert manifest.policy is not None and manifest.policy.teacher == teacher.metrics["accuracy"]
+    assert manifest.recommended == recommend(
+        manifest.variants, "sequence-classification", teacher.metrics["accuracy"], 0.97
+    )
+    forms = manifest.build["forms"]  # type: ignore[attr-defined]
+    assert set(forms) == {"l1", "l1-h2-f32"} and forms["l1"]["layer_map"] == [1]
+    assert len(forms["l1-h2-f32"]["heads_kept"][0]) == 2
+    # The build's frontier report lands beside the manifest; every published file is checksummed.
+    assert {"report.md", "frontier.png", "frontier.svg"} <= {p.name for p in result.path.iterdir()}
+    verify_checksums(result.path, manifest)

@@ -22,7 +22,12 @@ def test_shipped_recipes_validate(name: str) -> None:
     recipe = load_recipe(RECIPES / f"{name}.yaml")
     assert recipe.name == name
     assert set(recipe.profiles) == {"quick", "full"}
-    assert recipe.variants == ["fp32", "fp16", "int8"]
+    assert recipe.variants == ["fp32", "fp16", "int8", "int8-static"]
+    # Compression in both profiles: at least a distilled student in quick, and more forms in full.
+    quick, full = recipe.compress.forms_for("quick"), recipe.compress.forms_for("full")
+    assert any(f.layers == 3 for f in quick) and len(full) >= len(quick)
+    assert any(f.heads or f.ffn for f in full)
+    assert recipe.policy.min_relative_quality == recipe.gate.min_relative_quality == 0.97
 
 
 def test_intent_recipe_has_77_distinct_intents() -> None:

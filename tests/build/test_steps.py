@@ -12,9 +12,10 @@ from slimserve.build.convert.optimize import OptimizeConfig, optimize
 from slimserve.build.convert.quantize import to_fp16, to_int8
 from slimserve.build.data.load import Examples
 from slimserve.build.evaluate.metrics import EvalBatches, macro_f1, score
-from slimserve.build.evaluate.verify import VariantReport, gate, verify_variant
+from slimserve.build.evaluate.probe import probe
+from slimserve.build.evaluate.verify import Candidate, VariantReport, gate, verify_variant
 from slimserve.build.recipe import GateSpec, parse_recipe
-from slimserve.build.train.finetune import load_base, logits_of
+from slimserve.build.train.model_io import load_base, logits_of
 from slimserve.service.engine.runner import OnnxRunner
 from slimserve.service.engine.tokenizer import TextTokenizer, pad
 
@@ -81,13 +82,13 @@ def test_variants_follow_pytorch_at_any_shape(steps: dict, variant: str) -> None
     path = steps["fused"].path if variant == "fp32" else steps[variant]
     data: EvalBatches = steps["data"]
     reference = logits_of(steps["model"], data)
-    report = verify_variant(
-        variant, Path(path), "sequence-classification", steps["recipe"].labels, reference, data
-    )
+    precision = "fp32" if variant == "raw" else variant
+    candidate = Candidate(variant, Path(path), precision)
+    report = verify_variant(candidate, "sequence-classification", steps["recipe"].labels, reference, data)
     tolerance = {"raw": 1e-4, "fp32": 1e-4, "fp16": 1e-2, "int8": 0.2}[variant]
     assert report.max_abs_logit_diff < tolerance
-    assert set(report.latency_ms) == {"batch_1", "batch_32"}
     assert report.bytes == Path(path).stat().st_size
+    assert (report.name, report.precision, report.form) == (variant, precision, "teacher")
     # a single row and a longer padded batch than any evaluation batch
     runner = OnnxRunner(Path(path))
     batch = pad(TextTokenizer(Path(steps["raw"]).parent / "tokenizer.json", 128).encode([*TEXTS, "x " * 200]))
@@ -103,24 +104,34 @@ def test_scores_use_the_serving_decoder(steps: dict) -> None:
 
 
 def _report(name: str, accuracy: float) -> VariantReport:
-    return VariantReport(name, Path(name), {"accuracy": accuracy, "macro_f1": accuracy}, 0.0, 1.0, {}, 1)
+    return VariantReport(name, Path(name), {"accuracy": accuracy, "macro_f1": accuracy}, 0.0, 1.0, 1, name)
+
+
+def test_probe_times_every_variant_at_batch_1_and_32(steps: dict) -> None:
+    paths = {"fp32": steps["fused"].path, "int8": Path(steps["int8"])}
+    times = probe(paths, steps["data"], repeats=3)
+    assert set(times) == {"fp32", "int8"}
+    for measured in times.values():
+        assert set(measured) == {"batch_1", "batch_32"} and all(ms > 0 for ms in measured.values())
 
 
 def test_gate_refuses_a_variant_beyond_the_allowance() -> None:
     reports = [_report("fp32", 0.90), _report("fp16", 0.895), _report("int8", 0.885)]
-    gate(reports, {"accuracy": 0.90}, "sequence-classification", GateSpec(max_accuracy_drop=1.0))
+    pytorch = {"teacher": {"accuracy": 0.90}}
+    gate(reports, pytorch, "sequence-classification", GateSpec(max_accuracy_drop=1.0))
     assert [r.passed for r in reports] == [True, True, False]
     assert "1.50 points below" in reports[2].reason and "max_accuracy_drop = 1.0" in reports[2].reason
 
 
 def test_gate_uses_f1_for_token_classification() -> None:
-    report = VariantReport("int8", Path("x"), {"f1": 0.80}, 0.0, 1.0, {}, 1)
-    gate([report], {"f1": 0.85}, "token-classification", GateSpec(max_accuracy_drop=100, max_f1_drop=2.0))
+    report = VariantReport("fp32", Path("x"), {"f1": 0.80}, 0.0, 1.0, 1, "fp32")
+    pytorch = {"teacher": {"f1": 0.85}}
+    gate([report], pytorch, "token-classification", GateSpec(max_accuracy_drop=100, max_f1_drop=2.0))
     assert not report.passed and "max_f1_drop" in report.reason
 
 
 def test_length_grouped_batches_cover_every_row_once_and_cut_padding() -> None:
-    from slimserve.build.train.finetune import length_grouped_batches
+    from slimserve.build.train.loop import length_grouped_batches
 
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(3, 60, size=1000))
@@ -134,3 +145,11 @@ def test_length_grouped_batches_cover_every_row_once_and_cut_padding() -> None:
     assert padded < 0.7 * naive
     again = length_grouped_batches(lengths, 32, np.random.default_rng(1))
     assert all((a == b).all() for a, b in zip(batches, again, strict=True))
+
+
+def test_export_leaves_the_model_in_eval_mode(tiny_base: Path, tmp_path: Path) -> None:
+    # The exporter restores its wrapper's training flag recursively: a fresh wrapper would switch
+    # the model (and dropout) back on for whatever runs on it next (distillation's teacher).
+    model, _ = load_base(parse_recipe(tiny_recipe("sentiment", tiny_base)), tmp_path)
+    export(model, tmp_path / "model.onnx")
+    assert not model.training and not any(m.training for m in model.modules())

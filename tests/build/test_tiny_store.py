@@ -18,7 +18,7 @@ def test_tiny_store_has_both_models_with_every_variant(tiny_store: Path) -> None
         manifest = read_manifest(directory)
         assert manifest.name == name
         assert manifest.version == 1
-        assert set(manifest.variants) == {"fp32", "fp16", "int8"}
+        assert set(manifest.variants) == {"fp32", "fp16", "int8", "int8-static"}
         assert (directory / manifest.tokenizer).is_file()
         verify_checksums(directory, manifest)
         for variant in manifest.variants.values():
@@ -27,7 +27,7 @@ def test_tiny_store_has_both_models_with_every_variant(tiny_store: Path) -> None
             assert variant.bytes == (directory / variant.file).stat().st_size
 
 
-@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8", "int8-static"])
 def test_tiny_variants_serve_any_batch_shape(tiny_store: Path, variant: str) -> None:
     directory = version_dir(tiny_store, "intent", 1)
     manifest = read_manifest(directory)

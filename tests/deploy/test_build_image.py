@@ -119,7 +119,7 @@ def test_build_models_publishes_into_a_mounted_store_that_the_service_accepts(
     published = store / "sentiment" / "1"
     manifest = model_store.read_manifest(published)
     model_store.verify_checksums(published, manifest)
-    assert set(manifest.variants) == {"fp32", "fp16", "int8"}
+    assert set(manifest.variants) == {"fp32", "fp16", "int8", "int8-static"}
     assert (published / "manifest.json").stat().st_uid == 10001  # written by the image's user
 
     again = buildah.start(container, *command, options=mounts)

@@ -58,13 +58,13 @@ def reference(store: Path, variant: str, text: str, aggregation: str) -> list[En
     return codec.finish(prepared, logits).entities
 
 
-def test_build_publishes_three_scored_variants(ner_store: Path) -> None:
+def test_build_publishes_four_scored_variants(ner_store: Path) -> None:
     directory = version_dir(ner_store, "ner", 1)
     manifest = read_manifest(directory)
     verify_checksums(directory, manifest)
     assert manifest.task == "token-classification"
     assert manifest.labels == NER_LABELS
-    assert set(manifest.variants) == {"fp32", "fp16", "int8"}
+    assert set(manifest.variants) == {"fp32", "fp16", "int8", "int8-static"}
     for variant in manifest.variants.values():
         assert 0.0 <= variant.metrics["f1"] <= 1.0
         assert variant.parity.label_agreement > 0.5

@@ -1,0 +1,36 @@
+"""The latency probe: every variant timed in one process, interleaved round by round on the same
+padded batches (batch 1 and batch 32 of evaluation rows), so that the figures compare variants
+under the same machine load rather than measure the load at different moments."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from slimserve.build.evaluate.metrics import EvalBatches
+from slimserve.service.engine.runner import OnnxRunner
+from slimserve.service.engine.tokenizer import pad
+
+
+def probe(
+    paths: Mapping[str, Path], data: EvalBatches, repeats: int = 10, threads: int = 0, pad_id: int = 0
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds per run: ``{variant: {"batch_1": ms, "batch_32": ms}}``."""
+    runners = {name: OnnxRunner(path, intra_op_threads=threads) for name, path in paths.items()}
+    out: dict[str, dict[str, float]] = {name: {} for name in runners}
+    for size, rounds in ((1, repeats), (32, max(3, repeats // 3))):
+        batch = pad(data.encodings[:size], pad_id)
+        inputs = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        for runner in runners.values():
+            runner.run(*inputs)  # warm-up: first-run allocations stay out of the figures
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(rounds):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                runner.run(*inputs)
+                times[name].append((time.perf_counter() - start) * 1000)
+        for name, values in times.items():
+            out[name][f"batch_{size}"] = round(statistics.median(values), 3)
+    return out

@@ -1,0 +1,206 @@
+"""Compressed forms on a tiny random BERT: distilled students, structured pruning, static int8,
+the floor gate, all through the real steps (export, fusion, ONNX Runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from slimserve.build.compress.architecture import describe, encoder_layers
+from slimserve.build.compress.forms import make_student
+from slimserve.build.compress.prune import Importance, measure_importance, prune
+from slimserve.build.compress.student import default_layer_map
+from slimserve.build.convert.export import export
+from slimserve.build.convert.optimize import OptimizeConfig, optimize
+from slimserve.build.convert.quantize import to_int8_static
+from slimserve.build.evaluate.verify import VariantReport, gate
+from slimserve.build.recipe import FormSpec, GateSpec, parse_recipe
+from slimserve.build.train.model_io import load_base
+from slimserve.service.engine.runner import OnnxRunner
+from slimserve.service.engine.tokenizer import TextTokenizer, pad
+from slimserve.service.store import Architecture
+
+from tests.tiny import TINY_BERT, tiny_recipe
+
+TEXTS = ["a gorgeous , witty film", "a tedious mess", "not bad at all", "it is", "what a waste of time"]
+HIDDEN, HEADS, FFN = (
+    TINY_BERT["hidden_size"],
+    TINY_BERT["num_attention_heads"],
+    TINY_BERT["intermediate_size"],
+)
+HEAD_DIM = HIDDEN // HEADS
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    recipe = parse_recipe(tiny_recipe("sentiment", tiny_base))
+    return load_base(recipe, tmp_path_factory.mktemp("teacher"))
+
+
+def _batch(tokenizer_json: Path):  # type: ignore[no-untyped-def]
+    return pad(TextTokenizer(tokenizer_json, 32).encode(TEXTS))
+
+
+def _logits(model: torch.nn.Module, tokenizer_json: Path) -> np.ndarray:
+    b = _batch(tokenizer_json)
+    model.eval()
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(b.input_ids),
+            attention_mask=torch.from_numpy(b.attention_mask),
+            token_type_ids=torch.from_numpy(b.token_type_ids),
+        )
+    return out.logits.numpy()
+
+
+def _onnx_run(path: Path, tokenizer_json: Path) -> np.ndarray:
+    b = _batch(tokenizer_json)
+    return OnnxRunner(path).run(b.input_ids, b.attention_mask, b.token_type_ids)
+
+
+def test_default_layer_map_is_even_and_keeps_the_last_layer() -> None:
+    assert default_layer_map(6, 3) == [1, 3, 5]
+    assert default_layer_map(6, 2) == [2, 5]
+    assert default_layer_map(12, 4) == [2, 5, 8, 11]
+    assert default_layer_map(6, 6) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_distilled_student_has_its_layers_in_the_onnx_graph(
+    teacher: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    model, tokenizer_json = teacher
+    student = make_student(model, FormSpec(name="l1", layers=1), None)
+    assert student.layer_map == [1]
+    assert len(encoder_layers(student.model)) == 1 and len(encoder_layers(model)) == 2  # a copy
+    # The kept layer is the teacher's, weights and all.
+    kept = encoder_layers(student.model)[0].output.dense.weight
+    assert torch.equal(kept, encoder_layers(model)[1].output.dense.weight)
+    raw = export(student.model, tmp_path / "raw.onnx")
+    fused = optimize(raw, tmp_path / "fused.onnx", OptimizeConfig(HEADS, HIDDEN, 1))
+    graph = onnx.load(str(fused.path)).graph
+    assert sum(n.op_type == "Attention" for n in graph.node) == 1
+    assert np.allclose(
+        _onnx_run(fused.path, tokenizer_json), _logits(student.model, tokenizer_json), atol=1e-4
+    )
+
+
+def _masked_copy(model: torch.nn.Module, heads_kept: list[list[int]], neurons_kept: list[list[int]]):  # type: ignore[no-untyped-def]
+    """The unpruned model with the removed units' outgoing weights zeroed: what pruning must equal."""
+    import copy
+
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer, heads, neurons in zip(encoder_layers(masked), heads_kept, neurons_kept, strict=True):
+            for h in set(range(HEADS)) - set(heads):
+                layer.attention.output.dense.weight[:, h * HEAD_DIM : (h + 1) * HEAD_DIM] = 0
+            for n in set(range(FFN)) - set(neurons):
+                layer.output.dense.weight[:, n] = 0
+    return masked
+
+
+def test_pruning_removes_exactly_the_ranked_heads_and_neurons(
+    teacher: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    model, tokenizer_json = teacher
+    rng = np.random.default_rng(0)
+    importance = Importance(
+        heads=[rng.random(HEADS) for _ in range(2)], neurons=[rng.random(FFN) for _ in range(2)]
+    )
+    pruned = prune(model, importance, heads=2, ffn=40)
+    for i in range(2):
+        assert pruned.heads_kept[i] == sorted(np.argsort(-importance.heads[i])[:2].tolist())
+        assert pruned.neurons_kept[i] == sorted(np.argsort(-importance.neurons[i])[:40].tolist())
+    # Physically smaller: q, k, v lose rows (+ bias), the output projection columns, per removed head;
+    # the FFN loses intermediate rows (+ bias) and output columns per removed neuron.
+    removed_width = (HEADS - 2) * HEAD_DIM
+    per_layer = 3 * removed_width * (HIDDEN + 1) + removed_width * HIDDEN + (FFN - 40) * (2 * HIDDEN + 1)
+    before = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in pruned.model.parameters()) == before - 2 * per_layer
+    arch = describe(pruned.model, 128)
+    assert (arch.layers, arch.heads, arch.ffn) == (2, [2, 2], [40, 40])
+    assert arch.flops_per_token < describe(model, 128).flops_per_token
+    # Removing a unit equals zeroing its outgoing weights in the unpruned model.
+    expected = _logits(_masked_copy(model, pruned.heads_kept, pruned.neurons_kept), tokenizer_json)
+    assert np.allclose(_logits(pruned.model, tokenizer_json), expected, atol=1e-5)
+    # ONNX Runtime loads and runs the smaller graph (fused with the pruned head count).
+    raw = export(pruned.model, tmp_path / "raw.onnx")
+    fused = optimize(raw, tmp_path / "fused.onnx", OptimizeConfig(2, 2 * HEAD_DIM, 2))
+    out = _onnx_run(fused.path, tokenizer_json)
+    assert np.isfinite(out).all() and np.allclose(out, expected, atol=1e-4)
+    assert fused.path.stat().st_size < export(model, tmp_path / "teacher.onnx").stat().st_size
+
+
+def test_importance_ranks_a_silenced_head_last(teacher: tuple[torch.nn.Module, Path]) -> None:
+    import copy
+
+    model, tokenizer_json = teacher
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # head 1 of layer 0 contributes nothing: its importance must be zero
+        encoder_layers(model)[0].attention.output.dense.weight[:, HEAD_DIM : 2 * HEAD_DIM] = 0
+        encoder_layers(model)[1].output.dense.weight[:, 5] = 0
+    batch = _batch(tokenizer_json)
+    labels = torch.tensor([1, 0, 1, 0, 0])
+    importance = measure_importance(model, [(batch, labels)])
+    assert importance.heads[0][1] == 0 and importance.heads[0].min() == 0 and importance.heads[0].max() > 0
+    assert importance.neurons[1][5] == 0 and importance.neurons[1].max() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_static_int8_has_qdq_nodes_and_runs(teacher: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
+    model, tokenizer_json = teacher
+    raw = export(model, tmp_path / "raw.onnx")
+    target = to_int8_static(raw, tmp_path / "static.onnx", [_batch(tokenizer_json)])
+    ops = {n.op_type for n in onnx.load(str(target)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    out = _onnx_run(target, tokenizer_json)
+    assert np.isfinite(out).all()
+    assert (out.argmax(-1) == _logits(model, tokenizer_json).argmax(-1)).mean() >= 0.6
+
+
+def _report(name: str, form: str, precision: str, accuracy: float) -> VariantReport:
+    arch = Architecture(layers=1, heads=[1], ffn=[1], parameters=1, flops_per_token=1)
+    return VariantReport(name, Path(name), {"accuracy": accuracy}, 0.0, 1.0, 1, precision, form, arch)
+
+
+def test_gate_holds_forms_to_the_teacher_floor_and_quantized_variants_to_their_fp32() -> None:
+    reports = [
+        _report("fp32", "teacher", "fp32", 0.90),
+        _report("int8", "teacher", "int8", 0.885),  # 1.5 points under its fp32: refused
+        _report("l3-fp32", "l3", "fp32", 0.88),  # >= 0.97 x 0.90 = 0.873: passes
+        _report("l3-int8", "l3", "int8", 0.875),  # within a point of l3-fp32 and over the floor
+        _report("l1-fp32", "l1", "fp32", 0.86),  # under the floor
+        _report("l1-int8", "l1", "int8", 0.86),  # under the floor too, though equal to its fp32
+    ]
+    pytorch = {"teacher": {"accuracy": 0.90}, "l3": {"accuracy": 0.881}, "l1": {"accuracy": 0.86}}
+    gate(
+        reports,
+        pytorch,
+        "sequence-classification",
+        GateSpec(max_accuracy_drop=1.0, min_relative_quality=0.97),
+    )
+    verdict = {r.name: r.passed for r in reports}
+    assert verdict == {
+        "fp32": True, "int8": False, "l3-fp32": True, "l3-int8": True, "l1-fp32": False, "l1-int8": False,
+    }  # fmt: skip
+    by_name = {r.name: r for r in reports}
+    assert "its fp32 graph (fp32)" in by_name["int8"].reason
+    assert "min_relative_quality" in by_name["l1-int8"].reason and "0.8730" in by_name["l1-int8"].reason
+
+
+def test_recipe_refuses_inconsistent_forms(tiny_base: Path) -> None:
+    from slimserve.build.errors import RecipeError
+
+    def recipe(**compress: object) -> None:
+        parse_recipe(tiny_recipe("sentiment", tiny_base, compress=compress))
+
+    with pytest.raises(RecipeError, match="set at least one of layers, heads, ffn"):
+        recipe(forms=[{"name": "nothing"}])
+    with pytest.raises(RecipeError, match="layer_map needs"):
+        recipe(forms=[{"name": "l2", "layers": 2, "layer_map": [0]}])
+    with pytest.raises(RecipeError, match="clash"):
+        recipe(forms=[{"name": "int8", "layers": 1}])
+    with pytest.raises(RecipeError, match="duplicate"):
+        recipe(forms=[{"name": "a", "layers": 1}, {"name": "a", "ffn": 8}])
