@@ -20,7 +20,7 @@ from slimserve.service.api import openapi
 from slimserve.service.api.fastpath import FastPath
 from slimserve.service.api.hf import routes as hf
 from slimserve.service.api.middleware import RequestContext
-from slimserve.service.api.routes import inference, probes
+from slimserve.service.api.routes import endpoints, inference, probes
 from slimserve.service.api.v2 import routes as v2
 from slimserve.service.errors import ServiceError, install_handlers
 from slimserve.service.metrics import Metrics
@@ -145,6 +145,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.registry = registry
     install_handlers(app)
+    app.include_router(endpoints)
     app.include_router(inference)
     app.include_router(probes)
     app.include_router(v2.server)

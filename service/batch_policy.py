@@ -14,6 +14,8 @@ def batch_policy(settings: Settings, on_gpu: bool) -> BatchPolicy:
         overhead_tokens=s.effective_overhead_tokens(on_gpu),
         wait_ms=s.effective_batch_wait_ms(on_gpu),
         max_queue=s.max_queue,
+        max_queue_tokens=s.max_queue_tokens,
+        max_request_tokens=s.max_request_tokens,
         retry_after_s=s.retry_after_s,
         debug_delay_ms=s.debug_runner_delay_ms,
         inline_chars=s.tokenize_inline_chars,

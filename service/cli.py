@@ -5,18 +5,54 @@ server, ONNX Runtime and the app are imported when the command runs."""
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
-from pathlib import Path
+import types
+import typing
 from typing import Any
 
 import typer
+from pydantic import SecretStr
 from slimserve.service.settings import Settings
+
+# Flags named for one item of a list or mapping setting (repeatable): --model intent --model ner.
+SINGULAR = {
+    "models": "model",
+    "pins": "pin",
+    "variants": "variant",
+    "api_keys": "api-key",
+    "admin_keys": "admin-key",
+    "debug_faults": "debug-fault",
+}
+NOTES = {
+    "models": " Repeat the flag.",
+    "pins": " NAME=VERSION, repeatable.",
+    "api_keys": " Repeatable; prefer the environment (flags show in ps).",
+    "admin_keys": " Repeatable; prefer the environment (flags show in ps).",
+    "debug_faults": " NAME=FAULT, repeatable.",
+}
+# Settings given through another setting's flag: --variant VARIANT sets `variant` (every model),
+# --variant NAME=VARIANT an entry of `variants` (one model).
+SHARED = {"variant": "variants"}
 
 
 def _help(field: str) -> str:
     description = Settings.model_fields[field].description or ""
-    return f"{description} [env SLIMSERVE_{field.upper()}]"
+    text = f"{description}{NOTES.get(field, '')} [env SLIMSERVE_{field.upper()}]"
+    for single, mapping in SHARED.items():
+        if field == mapping:
+            usage = "Give VARIANT for every model, or NAME=VARIANT for one model (repeatable):"
+            text = f"{_help(single)} {usage} {text}"
+    return text
+
+
+def _global_variant(values: list[str] | None) -> str | None:
+    """The one --variant value without NAME= (the setting for every model)."""
+    plain = [v for v in values or [] if "=" not in v]
+    if len(plain) > 1:
+        raise typer.BadParameter(f"one variant for every model, got {plain}", param_hint="--variant")
+    return plain[0] if plain else None
 
 
 def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, Any] | None:
@@ -34,123 +70,80 @@ def _pairs(values: list[str] | None, flag: str, cast: type) -> dict[str, Any] | 
     return out
 
 
-def _global_variant(values: list[str] | None) -> str | None:
-    """The one --variant value without NAME= (the setting for every model)."""
-    plain = [v for v in values or [] if "=" not in v]
-    if len(plain) > 1:
-        raise typer.BadParameter(f"one variant for every model, got {plain}", param_hint="--variant")
-    return plain[0] if plain else None
+def _flag_type(annotation: Any) -> tuple[Any, str]:
+    """The flag's Python type for typer, and its kind: "flag" (bool), "list", "pairs" or "value"."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if annotation is bool:
+        return bool, "flag"
+    if origin is list:
+        return list[str], "list"
+    if origin is dict:
+        return list[str], "pairs"
+    if origin is typing.Literal:
+        return str, "value"
+    return annotation, "value"
 
 
-def serve(
-    store: Path | None = typer.Option(None, "--store", help=_help("store")),
-    host: str | None = typer.Option(None, "--host", help=_help("host")),
-    port: int | None = typer.Option(None, "--port", help=_help("port")),
-    model: list[str] | None = typer.Option(None, "--model", help=_help("models") + " Repeat the flag."),
-    pin: list[str] | None = typer.Option(None, "--pin", help=_help("pins") + " NAME=VERSION, repeatable."),
-    variant: list[str] | None = typer.Option(
-        None,
-        "--variant",
-        help=_help("variant")
-        + " Give VARIANT for every model, or NAME=VARIANT for one model (repeatable): "
-        + _help("variants"),
-    ),
-    device: str | None = typer.Option(None, "--device", help=_help("device")),
-    poll_interval_s: float | None = typer.Option(None, "--poll-interval-s", help=_help("poll_interval_s")),
-    max_batch_size: int | None = typer.Option(None, "--max-batch-size", help=_help("max_batch_size")),
-    max_batch_tokens: int | None = typer.Option(None, "--max-batch-tokens", help=_help("max_batch_tokens")),
-    batch_overhead_tokens: int | None = typer.Option(
-        None, "--batch-overhead-tokens", help=_help("batch_overhead_tokens")
-    ),
-    batch_wait_ms: float | None = typer.Option(None, "--batch-wait-ms", help=_help("batch_wait_ms")),
-    max_queue: int | None = typer.Option(None, "--max-queue", help=_help("max_queue")),
-    retry_after_s: int | None = typer.Option(None, "--retry-after-s", help=_help("retry_after_s")),
-    intra_op_threads: int | None = typer.Option(None, "--intra-op-threads", help=_help("intra_op_threads")),
-    runner_threads: int | None = typer.Option(None, "--runner-threads", help=_help("runner_threads")),
-    ort_spin: bool | None = typer.Option(None, "--ort-spin/--no-ort-spin", help=_help("ort_spin")),
-    tokenizer_threads: int | None = typer.Option(
-        None, "--tokenizer-threads", help=_help("tokenizer_threads")
-    ),
-    tokenize_inline_chars: int | None = typer.Option(
-        None, "--tokenize-inline-chars", help=_help("tokenize_inline_chars")
-    ),
-    fast_path: bool | None = typer.Option(None, "--fast-path/--no-fast-path", help=_help("fast_path")),
-    max_inputs: int | None = typer.Option(None, "--max-inputs", help=_help("max_inputs")),
-    max_body_bytes: int | None = typer.Option(None, "--max-body-bytes", help=_help("max_body_bytes")),
-    max_text_chars: int | None = typer.Option(None, "--max-text-chars", help=_help("max_text_chars")),
-    deadline_ms: float | None = typer.Option(None, "--deadline-ms", help=_help("deadline_ms")),
-    ner_stride: int | None = typer.Option(None, "--ner-stride", help=_help("ner_stride")),
-    api_key: list[str] | None = typer.Option(
-        None, "--api-key", help=_help("api_keys") + " Repeatable; prefer the environment (flags show in ps)."
-    ),
-    admin_key: list[str] | None = typer.Option(
-        None, "--admin-key", help=_help("admin_keys") + " Repeatable; prefer the environment."
-    ),
-    limit_concurrency: int | None = typer.Option(
-        None, "--limit-concurrency", help=_help("limit_concurrency")
-    ),
-    body_timeout_s: float | None = typer.Option(None, "--body-timeout-s", help=_help("body_timeout_s")),
-    metrics_auth: bool | None = typer.Option(
-        None, "--metrics-auth/--no-metrics-auth", help=_help("metrics_auth")
-    ),
-    warmup: bool | None = typer.Option(None, "--warmup/--no-warmup", help=_help("warmup")),
-    shutdown_grace_s: float | None = typer.Option(None, "--shutdown-grace-s", help=_help("shutdown_grace_s")),
-    log_level: str | None = typer.Option(None, "--log-level", help=_help("log_level")),
-    debug_runner_delay_ms: float | None = typer.Option(
-        None, "--debug-runner-delay-ms", help=_help("debug_runner_delay_ms")
-    ),
-    debug_fault: list[str] | None = typer.Option(
-        None, "--debug-fault", help=_help("debug_faults") + " NAME=FAULT, repeatable."
-    ),
-) -> None:
+def _options() -> list[inspect.Parameter]:
+    """One option per Settings field: the flag is the field's name with dashes (a singular name for a
+    repeatable list or mapping), its help the field's description. Unset flags leave the field to the
+    environment and the defaults."""
+    params = []
+    for name, field in Settings.model_fields.items():
+        if name in SHARED:
+            continue
+        kind_type, kind = _flag_type(field.annotation)
+        flag = "--" + SINGULAR.get(name, name.replace("_", "-"))
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind == "flag" else [flag]
+        option = typer.Option(None, *decls, help=_help(name), show_default=False)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params.append(inspect.Parameter(name, keyword, default=option, annotation=kind_type | None))
+    return params
+
+
+def _settings_from_flags(given: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in SHARED:
+            continue
+        field = Settings.model_fields[name]
+        _, kind = _flag_type(field.annotation)
+        flag = "--" + SINGULAR.get(name, name.replace("_", "-"))
+        for single, mapping in SHARED.items():
+            if name == mapping:  # the flag's plain values are the shared setting's
+                values[single] = _global_variant(value)
+                value = [v for v in value or [] if "=" in v]
+        if kind == "pairs":
+            value_type = typing.get_args(field.annotation)[1]
+            cast = int if value_type is int else str  # the Settings validate the rest (Literals)
+            value = _pairs(value, flag, cast)
+        elif kind == "list" and not value:
+            value = None
+        if value is not None:
+            values[name] = value
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def serve(**given: Any) -> None:
     """Serve every model in the store over HTTP (see docs/serving.md)."""
-    given: dict[str, Any] = {
-        "store": store,
-        "host": host,
-        "port": port,
-        "models": model or None,
-        "pins": _pairs(pin, "--pin", int),
-        "variant": _global_variant(variant),
-        "variants": _pairs([v for v in variant or [] if "=" in v], "--variant", str),
-        "device": device,
-        "poll_interval_s": poll_interval_s,
-        "max_batch_size": max_batch_size,
-        "max_batch_tokens": max_batch_tokens,
-        "batch_overhead_tokens": batch_overhead_tokens,
-        "batch_wait_ms": batch_wait_ms,
-        "max_queue": max_queue,
-        "retry_after_s": retry_after_s,
-        "intra_op_threads": intra_op_threads,
-        "runner_threads": runner_threads,
-        "ort_spin": ort_spin,
-        "tokenizer_threads": tokenizer_threads,
-        "tokenize_inline_chars": tokenize_inline_chars,
-        "fast_path": fast_path,
-        "max_inputs": max_inputs,
-        "max_body_bytes": max_body_bytes,
-        "max_text_chars": max_text_chars,
-        "deadline_ms": deadline_ms,
-        "ner_stride": ner_stride,
-        "api_keys": api_key or None,
-        "admin_keys": admin_key or None,
-        "limit_concurrency": limit_concurrency,
-        "body_timeout_s": body_timeout_s,
-        "metrics_auth": metrics_auth,
-        "warmup": warmup,
-        "shutdown_grace_s": shutdown_grace_s,
-        "log_level": log_level,
-        "debug_runner_delay_ms": debug_runner_delay_ms,
-        "debug_faults": _pairs(debug_fault, "--debug-fault", str),
-    }
     from pydantic import ValidationError
 
     try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        settings = Settings(**_settings_from_flags(given))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         typer.echo(f"slimserve serve: invalid settings: {problems}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run_server(settings))
+
+
+# Typer reads the options off the signature: every setting is a flag, derived, never copied by hand.
+serve.__signature__ = inspect.Signature(_options(), return_annotation=None)  # type: ignore[attr-defined]
+serve.__annotations__ = {p.name: p.annotation for p in _options()} | {"return": None}
+_ = SecretStr  # api_keys are SecretStr: given as plain strings, wrapped by the Settings validation
 
 
 def run_server(settings: Settings) -> int:

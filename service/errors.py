@@ -2,7 +2,7 @@
 
 Every error a client can see derives from :class:`ServiceError` and carries its HTTP status and the
 contract's ``type`` string; the handlers registered by :func:`install_handlers` are the only place
-that turns an exception into a response::
+that turn an exception into a response (through :func:`error_response`)::
 
     ServiceError
     ├── InputTooLong        400 input_too_long
@@ -18,7 +18,13 @@ that turns an exception into a response::
     ├── DeadlineExceeded    504 timeout
     ├── ReloadFailed        409 reload_failed   (the old version keeps serving)
     ├── ClientClosed        499 client_closed   (the client left; nobody reads it, metrics count it)
-    └── InferenceFailed     500 internal        (a runner failure: never caused by input)
+    ├── RouteNotFound       404 not_found       (routing: no such path)
+    ├── MethodNotAllowed    405 method_not_allowed (routing: the path exists, the method does not)
+    ├── InferenceFailed     500 internal        (a runner failure: never caused by input)
+    └── InternalError       500 internal        (a bug; logged with its traceback)
+
+:func:`error_response` is the one function that turns any exception into a response: the handlers
+registered by :func:`install_handlers`, the fast path and the middleware all answer through it.
 """
 
 from __future__ import annotations
@@ -148,6 +154,28 @@ class InferenceFailed(ServiceError):
     type = "internal"
 
 
+class InternalError(ServiceError):
+    """A bug: logged with its traceback where it was caught."""
+
+    status = 500
+    type = "internal"
+
+    def __init__(self) -> None:
+        super().__init__("internal error; the request id in x-request-id locates it in the logs")
+
+
+class RouteNotFound(ServiceError):
+    """No route has this path (routing, not a model lookup)."""
+
+    status = 404
+    type = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status = 405
+    type = "method_not_allowed"
+
+
 ErrorShape = Callable[[str, str], dict[str, Any]]
 
 
@@ -185,7 +213,16 @@ def envelope(
     return JSONResponse(error_shape(path)(type_, message), status_code=status, headers=headers)
 
 
-def _describe(errors: Sequence[Any]) -> str:
+def error_response(exc: BaseException, path: str = "") -> Response:
+    """The response for any exception, in the error shape of the API surface ``path`` belongs to: a
+    ServiceError's status and type, 500 ``internal`` (logged with its traceback) for anything else."""
+    if not isinstance(exc, ServiceError):
+        log.error("unhandled error on %s", path or "?", exc_info=exc)
+        exc = InternalError()
+    return envelope(exc.status, exc.type, exc.message, exc.headers(), path)
+
+
+def describe_validation(errors: Sequence[Any]) -> str:
     parts = []
     for err in list(errors)[:5]:
         where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
@@ -199,30 +236,34 @@ def _describe(errors: Sequence[Any]) -> str:
 
 def invalid(errors: Sequence[Any]) -> InvalidRequest:
     """The 422 for a body that pydantic refused (``ValidationError.errors()``), described briefly."""
-    return InvalidRequest(_describe(errors))
+    return InvalidRequest(describe_validation(errors))
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return envelope(exc.status, exc.type, exc.message, exc.headers(), request.url.path)
+    return error_response(exc, request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return envelope(422, InvalidRequest.type, _describe(exc.errors()), path=request.url.path)
+    return error_response(InvalidRequest(describe_validation(exc.errors())), request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    # Routing errors only (unknown path, wrong method); the API itself raises ServiceErrors.
-    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, type_, str(exc.detail), dict(exc.headers or {}), request.url.path)
+    # Routing (unknown path, wrong method); the API itself raises ServiceErrors. Anything else
+    # Starlette or FastAPI might raise about a request is a request the contract calls invalid.
+    path = request.url.path
+    if exc.status_code == 404:
+        return error_response(RouteNotFound(f"no route {path}"), path)
+    if exc.status_code == 405:
+        response = error_response(MethodNotAllowed(f"{request.method} is not allowed on {path}"), path)
+        response.headers.update(dict(exc.headers or {}))  # Allow
+        return response
+    return error_response(InvalidRequest(str(exc.detail)), path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    message = "internal error; the request id in x-request-id locates it in the logs"
-    return envelope(500, "internal", message, path=request.url.path)
+    return error_response(exc, request.url.path)
 
 
 def install_handlers(app: FastAPI) -> None:

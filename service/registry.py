@@ -30,13 +30,13 @@ from slimserve.service import store
 from slimserve.service.batch_policy import batch_policy, warmup_lengths
 from slimserve.service.catalog import Catalog, describe, is_transient, read_version
 from slimserve.service.engine.batcher import DeviceSlot, Engine, EngineResult, EngineRetired
+from slimserve.service.engine.codec import Codec
 from slimserve.service.engine.runner import CUDA, FaultyRunner
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import ModelNotFound, NotReady, ReloadFailed
 from slimserve.service.metrics import Metrics
 from slimserve.service.provider_choice import open_runner
 from slimserve.service.settings import Settings
-from slimserve.service.tasks.base import Codec
 from slimserve.service.tasks.classification import ClassificationCodec
 
 log = logging.getLogger(__name__)

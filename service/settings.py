@@ -177,11 +177,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1 << 20, ge=1, description="Largest request body (413 beyond): 1 MiB is ample for 128 long texts."
     )
-    max_text_chars: int = Field(
-        20_000,
+    max_request_tokens: int = Field(
+        16_384,
         ge=1,
-        description="Longest single text in characters (413 beyond): about 10 pages, so NER's sliding window "
-        "covers realistic documents while one request cannot monopolize the runner.",
+        description="Most model work one request may ask for, in tokens (every row: a classification text "
+        "counts up to the window, a long NER text every token of its overlapping windows); 413 beyond. "
+        "16,384: 128 texts of a full 128-token window, or one NER document of ~12,000 words, about 2 s "
+        "of work on 2 cores. Texts are otherwise as long as the body limit allows: classification "
+        "truncates them to the window by default.",
+    )
+    max_queue_tokens: int = Field(
+        32_768,
+        ge=1,
+        description="Tokens of work admitted per model (queued or running) before new requests get 503 "
+        "overloaded: about 3-4 s of work on 2 cores, like max_queue for short texts. At least "
+        "max_request_tokens.",
     )
     deadline_ms: float = Field(
         10_000,
@@ -271,6 +281,11 @@ class Settings(BaseSettings):
         for name, variant in self.variants.items():
             if not variant:
                 raise ValueError(f"variants: empty variant for model {name!r}")
+        if self.max_request_tokens > self.max_queue_tokens:
+            raise ValueError(
+                f"max_request_tokens ({self.max_request_tokens}) must not exceed max_queue_tokens "
+                f"({self.max_queue_tokens}): such a request could never be admitted"
+            )
         for name, version in self.pins.items():
             if version < 1:
                 raise ValueError(f"pins: version of {name!r} must be a positive integer, got {version}")

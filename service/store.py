@@ -12,7 +12,7 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,9 @@ TOKENIZER = "tokenizer.json"
 PYTORCH_DIR = "pytorch"
 
 Task = Literal["sequence-classification", "token-classification"]
+"""The task names, as manifests, recipes and /v1/models spell them; code names them by these constants."""
+SEQUENCE_CLASSIFICATION: Final = "sequence-classification"
+TOKEN_CLASSIFICATION: Final = "token-classification"
 VariantName = str  # "fp32" | "fp16" | "int8" | "int8-static" | "<form>-<precision>" (e.g. "l3-int8")
 Precision = Literal["fp32", "fp16", "int8", "int8-static"]
 Device = Literal["cpu", "cuda"]

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 from slimserve.build.data.load import Examples
+from slimserve.service.engine.codec import Prepared
 from slimserve.service.engine.tokenizer import Batch, TextTokenizer, pad
 from slimserve.service.store import Task, headline_metric
 from slimserve.service.tasks import classification
-from slimserve.service.tasks.base import Prepared
 from tokenizers import Encoding
 
 
@@ -28,7 +28,9 @@ class EvalBatches:
     below goes through the served decoding (window merge, BIO aggregation, character offsets) and
     the manifest's F1 is the one users get."""
 
-    encodings: list[Encoding]
+    encodings: list[Encoding] | list[np.ndarray]
+    """One per row: the tokenizer's encodings, or (token classification) the serving codec's rows
+    of token ids."""
     batches: list[Batch]
     examples: Examples
     items: list[Prepared] | None = None  # token classification: one per sentence, rows in order
@@ -37,7 +39,11 @@ class EvalBatches:
 
     @classmethod
     def build(
-        cls, encodings: list[Encoding], examples: Examples, batch_size: int = 32, pad_id: int = 0
+        cls,
+        encodings: list[Encoding] | list[np.ndarray],
+        examples: Examples,
+        batch_size: int = 32,
+        pad_id: int = 0,
     ) -> EvalBatches:
         # Padded with the tokenizer's own pad id, as the serving batcher pads.
         batches = [pad(encodings[i : i + batch_size], pad_id) for i in range(0, len(encodings), batch_size)]
@@ -67,7 +73,7 @@ class EvalBatches:
             zip(*(join_words(words) for words in examples.inputs), strict=True) if len(examples) else ((), ())
         )
         items = codec.prepare(list(texts), None)
-        rows = [row for item in items for row in item.encodings]
+        rows = [row for item in items for row in item.rows]
         plain = cls.build(rows, examples, batch_size, tokenizer.pad_id)
         return replace(plain, items=items, codec=codec, spans=list(spans))
 
@@ -121,12 +127,12 @@ def _served_predictions(logits: list[np.ndarray], data: EvalBatches) -> list[lis
     at = 0
     for batch_logits in logits:
         for k in range(batch_logits.shape[0]):
-            rows.append(batch_logits[k, : len(data.encodings[at].ids)])
+            rows.append(batch_logits[k, : len(data.encodings[at])])
             at += 1
     pred: list[list[str]] = []
     at = 0
     for item, spans in zip(data.items, data.spans, strict=True):
-        n = len(item.encodings)
+        n = len(item.rows)
         result = data.codec.finish(item, rows[at : at + n])
         at += n
         pred.append(entities_to_tags(result.entities, spans))

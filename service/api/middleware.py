@@ -1,6 +1,13 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it buffers responses and hides client disconnects):
-request ids, the body-size limit, x-total-time and the per-request metrics; well-formed inference
-requests are answered by the fast path (``fastpath.py``) without entering the FastAPI app."""
+request ids, the body-size limit, x-total-time and the per-request metrics; inference requests are
+answered by the fast path (``fastpath.py``) without entering the FastAPI app.
+
+An oversized body is refused before it is read: on its Content-Length, or, sent chunked, as soon as
+what arrived passes the limit. The 413 is written at once, in full, with ``Connection: close``; then
+the rest of the body is read and thrown away, for a bounded time and size, before the connection is
+closed. Closing a socket with unread data in it makes the kernel send a reset, which can destroy the
+answer before the client reads it (RFC 9112, section 9.6): a client that sends its whole body before
+reading (most HTTP libraries) would see a reset connection instead of the 413."""
 
 from __future__ import annotations
 
@@ -11,13 +18,17 @@ import uuid
 from typing import Any
 
 from slimserve.service.api.fastpath import FastPath
-from slimserve.service.errors import PayloadTooLarge, RequestTimeout, envelope
+from slimserve.service.errors import PayloadTooLarge, RequestTimeout, error_response
 from slimserve.service.logs import REQUEST_ID as LOG_REQUEST_ID
 from slimserve.service.metrics import Metrics
 from slimserve.service.tracing import Tracing
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = "x-request-id"
+# After a 413, how much of the unread body is read and dropped before the connection closes (nginx's
+# lingering_close does the same). Bounded, so an endless upload cannot hold the connection.
+LINGER_S = 5.0
+LINGER_BYTES = 256 << 20
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection": counted, never sent
 
 log = logging.getLogger(__name__)
@@ -88,20 +99,16 @@ class RequestContext:
                     error = RequestTimeout(
                         f"the request body did not arrive within {self.body_timeout_s:g} s"
                     )
-                    await envelope(error.status, error.type, error.message, {"Connection": "close"})(
-                        scope, receive, send_wrapped
-                    )
+                    response = error_response(error, scope["path"])
+                    response.headers["connection"] = "close"
+                    await response(scope, receive, send_wrapped)
                     return
                 if body is None:
                     await self._too_large(scope, receive, send_wrapped)
                     return
-                fast = self.fast
-                route = fast.match(scope) if fast is not None else None
-                if (
-                    fast is not None
-                    and route is not None
-                    and await fast.handle(route, body, scope, receive, send_wrapped)
-                ):
+                endpoint = self.fast.match(scope) if self.fast is not None else None
+                if self.fast is not None and endpoint is not None:
+                    await self.fast.handle(endpoint, body, scope, receive, send_wrapped)
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapped)
@@ -138,8 +145,41 @@ class RequestContext:
         return b"".join(chunks)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
-        await envelope(error.status, error.type, error.message, path=scope["path"])(scope, receive, send)
+        """The 413, written in full at once; then the unread rest of the body is drained (bounded) and
+        the response completed, which closes the connection (``Connection: close``)."""
+        response = error_response(
+            PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes"), scope["path"]
+        )
+        response.headers["connection"] = "close"
+        start = {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": response.body, "more_body": True})
+        if _header(scope, b"expect") is None:  # a client that asked 100-continue sends no body now
+            await _drain(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what the client still sends, until its body ends, it leaves, or the bounds."""
+    drained = 0
+    deadline = time.monotonic() + LINGER_S
+    while drained < LINGER_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -1,10 +1,11 @@
 """The published OpenAPI description, made to say what this server, with its settings, really does.
 
-FastAPI derives the request and response schemas from the routes. What it cannot see is added here:
-that errors are JSON on every route, the request headers read outside the routes' signatures
-(``x-deadline-ms``, ``x-request-id``), the size limits that the settings set (answered with 413, so
-they are documented in the schema but not enforced by it), and the bearer scheme, declared only where
-API keys are required.
+FastAPI derives the response schemas from the routes. What it cannot see is added here: the request
+bodies of the inference endpoints (parsed from the raw bytes, ``endpoints.parse``; their schemas come
+from the endpoint table's request models), that errors are JSON on every route, the request headers
+read outside the routes' signatures (``x-deadline-ms``, ``x-request-id``), the limits that the
+settings set (answered with 413, so they are documented in the schema but not enforced by it), and
+the bearer scheme, declared only where API keys are required.
 Clients generated from the spec then send what the server expects, and fuzzers such as schemathesis
 (tests/service/test_openapi_fuzz.py) hold the server to it.
 """
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+from slimserve.service.api.endpoints import ENDPOINTS
 from slimserve.service.api.hf import routes as hf
 from slimserve.service.api.serving import DEADLINE_HEADER
 from slimserve.service.api.v2 import routes as v2
 from slimserve.service.settings import Settings
 
-INFERENCE_PATHS = ("/v1/sentiment", "/v1/classify", "/v1/ner")
 BEARER = "bearer"
 
 
@@ -46,17 +48,26 @@ def _request_headers(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _request_schemas() -> dict[str, Any]:
+    """The endpoint table's request models as OpenAPI components (validation mode, as FastAPI would)."""
+    models = {e.request for e in ENDPOINTS}
+    _, schema = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    return dict(schema.get("$defs", {}))
+
+
 def _document_limits(schema: dict[str, Any], settings: Settings) -> None:
-    """``inputs``: one text, or a list of them, both within the configured limits."""
+    """``inputs``: one text, or a list of them, within the configured limits."""
     for option in schema["properties"]["inputs"]["anyOf"]:
-        if option.get("type") == "string":
-            option["maxLength"] = settings.max_text_chars
-        elif option.get("type") == "array":
+        if option.get("type") == "array":
             option["maxItems"] = settings.max_inputs
-            option["items"]["maxLength"] = settings.max_text_chars
     schema["properties"]["inputs"]["description"] += (
-        f" At most {settings.max_inputs} texts of at most {settings.max_text_chars} characters each "
-        "(this server's settings; beyond them: 413 `payload_too_large`)."
+        f" At most {settings.max_inputs} texts, a body of at most {settings.max_body_bytes} bytes and "
+        f"{settings.max_request_tokens} tokens of model work (this server's settings; beyond them: 413 "
+        "`payload_too_large`). Classification cuts a text to the model's window unless `truncate` is "
+        "false; NER covers it whole in overlapping windows, each counted."
     )
 
 
@@ -65,14 +76,12 @@ def _document_tensor_limits(schema: dict[str, Any], settings: Settings) -> None:
     (array, _null) = schema["properties"]["data"]["anyOf"]
     array["maxItems"] = settings.max_inputs
     for option in array["items"]["anyOf"]:
-        if option["type"] == "string":
-            option["maxLength"] = settings.max_text_chars
-        else:  # rows of shape [n, 1]: the total must stay within the limit too
+        if option["type"] != "string":  # rows of shape [n, 1]: the total must stay within the limit too
             option["maxItems"] = 1
-            option["items"]["maxLength"] = settings.max_text_chars
     array["description"] = (
-        array.get("description", "") + f" At most {settings.max_inputs} texts of at most "
-        f"{settings.max_text_chars} characters each (beyond them: 413)."
+        array.get("description", "") + f" At most {settings.max_inputs} texts, a body of at most "
+        f"{settings.max_body_bytes} bytes and {settings.max_request_tokens} tokens of model work "
+        "(beyond them: 413)."
     ).strip()
 
 
@@ -93,14 +102,17 @@ def describe(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for item in paths.values():
         for operation in item.values():
             _errors_are_json(operation)
-    for path in INFERENCE_PATHS:
-        operation = paths[path]["post"]
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in _request_schemas().items():
+        components.setdefault(name, schema)
+    for endpoint in ENDPOINTS:
+        operation = paths[endpoint.path]["post"]
         operation.setdefault("parameters", []).extend(_request_headers(settings))
-    schemas = spec["components"]["schemas"]
-    requests = ("ClassifyRequest", "NerRequest", "PredictRequest")
-    for name in (*requests, "TextClassificationRequest", "TokenClassificationRequest"):
-        _document_limits(schemas[name], settings)
-    _document_tensor_limits(schemas["RequestInput"], settings)
+    for name in (*sorted({e.request.__name__ for e in ENDPOINTS}), "PredictRequest"):
+        _document_limits(components[name], settings)
+    for name in ("TextClassificationRequest", "TokenClassificationRequest"):
+        _document_limits(components[name], settings)
+    _document_tensor_limits(components["RequestInput"], settings)
     if settings.api_keys:
         spec["components"]["securitySchemes"] = {
             BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys."}

@@ -1,15 +1,14 @@
-"""The route table. Handlers stay thin: validation is the schemas', the work is ``serving``'s."""
+"""The FastAPI routes. The inference endpoints are made from the endpoint table (``endpoints.py``) and
+answered by ``endpoints.answer``, as the fast path answers them; the others are written out here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic_core import to_json
 from slimserve.service import store
 from slimserve.service.api import schemas
 from slimserve.service.api.deps import (
@@ -20,14 +19,9 @@ from slimserve.service.api.deps import (
     require_key,
     require_key_for_metrics,
 )
-from slimserve.service.api.serving import run_inference
+from slimserve.service.api.endpoints import ENDPOINTS, Endpoint, answer
 from slimserve.service.errors import NotReady
 from slimserve.service.registry import Served
-from slimserve.service.tasks.classification import ClassifyParams, Prediction
-from slimserve.service.tasks.token_classification import NerParams, NerResult
-
-SEQUENCE = "sequence-classification"
-TOKEN = "token-classification"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -36,8 +30,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "API keys are configured and the bearer token is missing or wrong (`unauthorized`).",
         404: "Unknown model, or a model of another task (`model_not_found`).",
         409: "The new version was refused; the old one keeps serving (`reload_failed`).",
-        413: "Too many inputs, a text too long, or a body over the byte limit (`payload_too_large`).",
-        422: "Malformed JSON, wrong types, an empty list or an unknown field (`validation_error`).",
+        413: "Too many inputs, more model work (tokens) than one request may ask for, or a body over the "
+        "byte limit (`payload_too_large`).",
+        422: "Malformed JSON (invalid UTF-8, a lone surrogate escape, nesting too deep), a body that is not "
+        "JSON, wrong types, an empty list or an unknown field (`validation_error`).",
         503: "The queue is full (`overloaded`, with Retry-After) or models are loading (`not_ready`).",
         504: "The request waited longer than its deadline (`timeout`).",
     }
@@ -55,110 +51,49 @@ TIMING_HEADERS = {
     }.items()
 }
 
+# The inference endpoints check the API key themselves (``endpoints.answer``), as the fast path does.
+endpoints = APIRouter()
 inference = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 probes = APIRouter()
 
 
-def classification_results(results: list[Prediction]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for p in results:
-        item: dict[str, Any] = {"label": p.label, "score": p.score}
-        if p.top is not None:
-            item["top"] = [{"label": t.label, "score": t.score} for t in p.top]
-        out.append(item)
-    return out
+def _handler(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
+    async def handle(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+        request.scope["route"] = endpoint
+        return await answer(endpoint, request, await request.body(), registry, settings)
+
+    return handle
 
 
-def ner_results(results: list[NerResult]) -> list[dict[str, Any]]:
-    return [{"entities": [asdict(e) for e in r.entities]} for r in results]
+def add_endpoint(router: APIRouter, endpoint: Endpoint) -> None:
+    """One route for one endpoint of the table. Its request body is documented from the request model
+    (``openapi.py`` adds the schema) but parsed by ``answer``, from the raw bytes, as on the fast path."""
+    router.add_api_route(
+        endpoint.path,
+        _handler(endpoint),
+        methods=["POST"],
+        name=endpoint.path.strip("/").replace("/", "_"),
+        summary=endpoint.summary,
+        description=endpoint.description,
+        response_model=endpoint.response,
+        response_model_exclude_none=True,
+        responses={200: {"headers": TIMING_HEADERS}, **INFERENCE_ERRORS},
+        tags=["inference"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{endpoint.request.__name__}"}
+                    }
+                },
+            }
+        },
+    )
 
 
-def answer(served: Served, results: list[dict[str, Any]], headers: Mapping[str, str]) -> Response:
-    """The inference response, serialized once, in Rust. The dicts have the ``response_model``'s exact
-    shape (the OpenAPI schema still comes from it); returning a Response skips FastAPI's validate-
-    then-serialize round trip through pydantic models, a large share of the event loop's time per
-    request. tests/service compare these bodies with the schemas."""
-    body = {"model": served.name, "version": served.version, "variant": served.variant, "results": results}
-    return Response(to_json(body), media_type="application/json", headers=headers)
-
-
-async def _classify(
-    body: schemas.ClassifyRequest,
-    default: str,
-    request: Request,
-    response: Response,
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Response:
-    params = ClassifyParams(top_k=body.top_k, truncate=body.truncate)
-    served, result = await run_inference(
-        request, response, registry, settings, model=body.model or default, task=SEQUENCE,
-        texts=body.texts(), params=params,
-    )  # fmt: skip
-    return answer(served, classification_results(result.results), response.headers)
-
-
-@inference.post(
-    "/sentiment",
-    summary="Sentiment of one or more texts",
-    description="Classifies with the `sentiment` model unless `model` names another sequence-classification "
-    "model. `results` is aligned with `inputs`.",
-    response_model=schemas.ClassifyResponse,
-    response_model_exclude_none=True,
-    responses={200: {"headers": TIMING_HEADERS}, **INFERENCE_ERRORS},
-    tags=["inference"],
-)
-async def sentiment(
-    body: schemas.ClassifyRequest,
-    request: Request,
-    response: Response,
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Response:
-    return await _classify(body, "sentiment", request, response, registry, settings)
-
-
-@inference.post(
-    "/classify",
-    summary="Classify texts with any sequence-classification model",
-    description="Uses the `intent` model unless `model` names another. With `top_k` > 1 each result "
-    "lists the best `top_k` labels in `top`.",
-    response_model=schemas.ClassifyResponse,
-    response_model_exclude_none=True,
-    responses={200: {"headers": TIMING_HEADERS}, **INFERENCE_ERRORS},
-    tags=["inference"],
-)
-async def classify(
-    body: schemas.ClassifyRequest,
-    request: Request,
-    response: Response,
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Response:
-    return await _classify(body, "intent", request, response, registry, settings)
-
-
-@inference.post(
-    "/ner",
-    summary="Named entities in texts",
-    description="Entities with character offsets into each input as sent (`input[start:end] == text`). "
-    "Texts longer than the model's window are covered whole by overlapping windows.",
-    response_model=schemas.NerResponse,
-    responses={200: {"headers": TIMING_HEADERS}, **INFERENCE_ERRORS},
-    tags=["inference"],
-)
-async def ner(
-    body: schemas.NerRequest,
-    request: Request,
-    response: Response,
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Response:
-    served, result = await run_inference(
-        request, response, registry, settings, model=body.model or "ner", task=TOKEN,
-        texts=body.texts(), params=NerParams(body.aggregation),
-    )  # fmt: skip
-    return answer(served, ner_results(result.results), response.headers)
+for _endpoint in ENDPOINTS:
+    add_endpoint(endpoints, _endpoint)
 
 
 @inference.get(

@@ -30,7 +30,7 @@ given outside are written to JSON Schema as "ge"/"le", which validators ignore."
 JsonInteger = Annotated[int, AS_JSON_INTEGER]
 
 
-class _Request(BaseModel):
+class InferenceRequest(BaseModel):
     # Subclasses inherit this config (pydantic merges model_config). strict: JSON types are taken as
     # the OpenAPI schema declares them ("truncate": 0 or "top_k": "3" is a 422, not silently
     # coerced), as serde-based servers such as TEI behave.
@@ -41,7 +41,7 @@ class _Request(BaseModel):
         return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
-class ClassifyRequest(_Request):
+class ClassifyRequest(InferenceRequest):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"inputs": ["my card has not arrived yet"], "top_k": 3}]},
     )
@@ -58,7 +58,7 @@ class ClassifyRequest(_Request):
     )
 
 
-class NerRequest(_Request):
+class NerRequest(InferenceRequest):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"inputs": "Angela Merkel visited Paris.", "aggregation": "simple"}]},
     )

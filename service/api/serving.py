@@ -1,5 +1,6 @@
-"""What an inference endpoint does between validation and response: limits, model lookup, deadline,
-client-disconnect watch, the engine call, and the timing headers."""
+"""What an inference request does between validation and response: the input-count limit, model
+lookup, deadline, client-disconnect watch and the engine call. It returns what was served and the
+engine's result (with its timings); the HTTP shape of both is ``endpoints.py``'s."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import Request, Response
 from slimserve.service import tracing
 from slimserve.service.engine.batcher import EngineResult
 from slimserve.service.errors import ClientClosed, InvalidRequest, ModelNotFound, NotReady, PayloadTooLarge
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
+from slimserve.service.store import Task
+from starlette.requests import Request
 
 DEADLINE_HEADER = "x-deadline-ms"
 
@@ -33,13 +35,10 @@ def served_model(registry: Registry, name: str, version: str | None = None) -> S
 
 
 def check_limits(texts: list[str], settings: Settings) -> None:
+    """The input count. Text length is not limited here: the body limit bounds the bytes, the engine
+    bounds the model work in tokens, and classification truncates to the window by default."""
     if len(texts) > settings.max_inputs:
         raise PayloadTooLarge(f"{len(texts)} inputs in one request; the limit is {settings.max_inputs}")
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_text_chars:
-            raise PayloadTooLarge(
-                f"input {index} has {len(text)} characters; the limit is {settings.max_text_chars}"
-            )
 
 
 def deadline_for(request: Request, settings: Settings, started: float) -> float:
@@ -67,12 +66,11 @@ async def _watch_disconnect(request: Request) -> None:
 
 async def run_inference(
     request: Request,
-    response: Response,
     registry: Registry,
     settings: Settings,
     *,
     model: str,
-    task: str,
+    task: Task,
     texts: list[str],
     params: Any,
 ) -> tuple[Served, EngineResult]:
@@ -99,6 +97,4 @@ async def run_inference(
     traced = tracing.ACTIVE.get()
     if traced is not None:
         traced.record(served, result)
-    response.headers["x-queue-time"] = f"{result.queue_s * 1000:.2f}"
-    response.headers["x-inference-time"] = f"{result.inference_s * 1000:.2f}"
     return served, result

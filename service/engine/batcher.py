@@ -1,13 +1,15 @@
 """One model's engine: tokenize -> bounded queue -> token-budget batcher -> runner threads -> decode.
 
 The event loop admits requests, tokenizes small ones itself (larger ones on a small shared thread
-pool, ``Codec.prepare``), awaits futures and answers. Rows (one encoding each) wait in a queue; each
-of ``runner_threads`` runner threads, which alone touch the ONNX Runtime session (its Run is
-thread-safe), starts the next batch as soon as it is free: it drops rows whose request was cancelled
-or expired, then forms a batch around the *oldest* row from the rows closest to it in length (less
-padding, and no row waits behind an endless stream of others) within a token budget (padded length x
-rows) and a row count. When every row of a request has run, the codec decodes it on the runner thread
-(microseconds) and the batch's results are handed back to the event loop in one call.
+pool, ``Codec.prepare``), awaits futures and answers. Admission counts what the work costs: after
+tokenizing, a request's rows (NER windows included) are counted in tokens, refused with 413 beyond
+``max_request_tokens`` and with 503 when the model's queue already holds ``max_queue_tokens``. Rows
+wait in a :class:`~slimserve.service.engine.queue.RowQueue`; each of ``runner_threads`` runner
+threads (they share the ONNX Runtime session: its Run is thread-safe) starts the next batch as soon
+as it is free: requests take turns anchoring a batch, which is filled with the rows nearest the anchor
+in length within a token budget (padded length x rows) and a row count. When every row of a request
+has run, the codec decodes it on the runner thread (microseconds) and the batch's results are handed
+back to the event loop in one call.
 
 Faults never lose a request:
 
@@ -34,12 +36,14 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from slimserve.service.engine.codec import Codec, Prepared
+from slimserve.service.engine.queue import Row, RowQueue
 from slimserve.service.engine.runner import OnnxRunner, RunnerError, RunOptions
-from slimserve.service.engine.tokenizer import pad
+from slimserve.service.engine.tokenizer import pad_rows
 from slimserve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -49,8 +53,6 @@ from slimserve.service.errors import (
 )
 from slimserve.service.logs import REQUEST_ID
 from slimserve.service.metrics import Metrics
-from slimserve.service.tasks.base import Codec, Prepared
-from tokenizers import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class BatchPolicy:
     overhead_tokens: int | None = None
     wait_ms: float = 0.0
     max_queue: int = 1024
+    max_queue_tokens: int = 32768
+    max_request_tokens: int = 16384
     retry_after_s: int = 1
     debug_delay_ms: float = 0.0
     inline_chars: int = 0
@@ -117,79 +121,27 @@ class _Ticket:
     batch_rows: int = 0
 
 
-@dataclass(eq=False, slots=True)
-class _Row:
-    ticket: _Ticket
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A queued row's payload: its token ids, and where its logits go (row ``index`` of item ``item``
+    of its ticket, the row's ``owner``)."""
+
     item: int
     index: int
-    encoding: Encoding
-    length: int
-    seq: int
-
-
-@dataclass(slots=True)
-class _Queue:
-    rows: list[_Row] = field(default_factory=list)
-    seq: int = 0
+    ids: np.ndarray
 
 
 @dataclass(eq=False, slots=True)
 class _Running:
     """A batch inside ONNX Runtime, as the watchdog sees it."""
 
-    rows: list[_Row]
+    rows: list[Row]
     deadline: float  # the latest of its rows' deadlines
     options: RunOptions
     thread: threading.Thread
     slot_held: bool = False
     terminated_at: float | None = None
     abandoned: bool = False
-
-
-def select_batch(
-    rows: Sequence[_Row], max_rows: int, max_tokens: int, overhead_tokens: int | None = None
-) -> list[_Row]:
-    """The rows of the next batch, shortest first: the oldest row plus its nearest neighbours in
-    length while ``rows x longest <= max_tokens`` and ``rows <= max_rows``. ``rows`` is in arrival
-    order; the oldest row is always taken, even alone over the budget.
-
-    ``overhead_tokens`` is what one more runner call costs, in tokens of compute. A neighbour joins
-    only when the padding it causes is below that: a shorter row when ``longest - its length`` is,
-    a longer one when ``rows x (its length - longest)`` is. On CPU a call costs a few tokens and
-    padding costs its full price (one 32-row batch of SST-2 sentences ran 2x slower than the same
-    rows in length-sorted groups), so batches stay near-uniform in length; on a GPU a call costs
-    hundreds of tokens and batches fill up. None: no padding rule, only the budget."""
-    if not rows:
-        return []
-    ordered = sorted(rows, key=lambda r: (r.length, r.seq))
-    anchor = ordered.index(rows[0])
-    lo = hi = anchor
-    longest = ordered[anchor].length
-    target = longest
-    slack = float("inf") if overhead_tokens is None else overhead_tokens
-    while hi - lo + 1 < max_rows:
-        n = hi - lo + 1
-        left = ordered[lo - 1] if lo > 0 else None
-        right = ordered[hi + 1] if hi + 1 < len(ordered) else None
-        fits_left = left is not None and (n + 1) * longest <= max_tokens and longest - left.length <= slack
-        fits_right = (
-            right is not None
-            and (n + 1) * max(longest, right.length) <= max_tokens
-            and n * (right.length - longest) <= slack
-        )
-        if fits_left and fits_right:
-            assert left is not None and right is not None
-            take_left = target - left.length <= right.length - target
-        elif fits_left or fits_right:
-            take_left = fits_left
-        else:
-            break
-        if take_left:
-            lo -= 1
-        else:
-            hi += 1
-            longest = max(longest, ordered[hi].length)
-    return ordered[lo : hi + 1]
 
 
 class Engine:
@@ -220,11 +172,14 @@ class Engine:
         self._device_lock: DeviceSlot = device_lock or threading.Lock()
         self._book = threading.Lock()  # tickets' row bookkeeping, when several runner threads share them
         self._pad_id = pad_id
-        self._queue = _Queue()
+        self._queue = RowQueue()
         self._cond = threading.Condition()
+        self._sweep = False  # a request was cancelled: drop its rows before the next batch
         self._stop = False
         self._closed = False
-        self._admitted = 0  # inputs admitted and not yet answered; touched on the event loop only
+        # Inputs and tokens admitted and not yet answered; touched on the event loop only.
+        self._admitted = 0
+        self._admitted_tokens = 0
         self._idle = asyncio.Event()
         self._batch_ids = itertools.count(1)
         self._threads: list[threading.Thread] = []
@@ -299,10 +254,9 @@ class Engine:
                 await asyncio.wait_for(self._idle.wait(), grace_s)
         with self._cond:
             self._stop = True
-            leftover = {id(r.ticket): r.ticket for r in self._queue.rows}
-            self._queue.rows.clear()
+            leftover = self._queue.drop(lambda _: False)
             self._cond.notify_all()
-        for ticket in leftover.values():
+        for ticket in leftover:
             if not ticket.cancelled:
                 self._fail(ticket, EngineRetired(self.name))
         self._watch_stop.set()
@@ -335,6 +289,7 @@ class Engine:
             )
         self._admitted += n
         self._idle.clear()
+        tokens = 0
         ticket: _Ticket | None = None
         try:
             loop = asyncio.get_running_loop()
@@ -357,6 +312,7 @@ class Engine:
             self._metrics.tokenize_duration.labels(self.name).observe(tokenize_s)
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed while it was being tokenized")
+            tokens = self._admit_tokens(prepared)
             ticket = self._enqueue(prepared, loop, deadline)
             remaining = deadline - time.monotonic()
             try:
@@ -368,15 +324,38 @@ class Engine:
                     f"the request waited longer than its deadline ({remaining * 1000:.0f} ms left at enqueue)"
                 ) from None
         finally:
-            if ticket is not None:
-                ticket.cancelled = True  # a no-op once answered; drops queued rows otherwise
+            if ticket is not None and not ticket.future.done():
+                ticket.cancelled = True  # its queued rows are dropped before the next batch
+                with self._cond:
+                    self._sweep = True
             self._admitted -= n
+            self._admitted_tokens -= tokens
             if self._admitted == 0:
                 self._idle.set()
 
+    def _admit_tokens(self, prepared: list[Prepared]) -> int:
+        """Count the request's work in tokens (every row, windows included) and admit it, or refuse:
+        413 when one request asks for more than ``max_request_tokens``, 503 when the queue is full."""
+        policy = self.policy
+        tokens = sum(p.tokens for p in prepared)
+        if tokens > policy.max_request_tokens:
+            raise PayloadTooLarge(
+                f"the request needs {tokens} tokens of model work (every text, long NER texts in "
+                f"overlapping windows); one request may ask for at most {policy.max_request_tokens}: "
+                "send fewer or shorter texts per request"
+            )
+        if self._admitted_tokens and self._admitted_tokens + tokens > policy.max_queue_tokens:
+            raise Overloaded(
+                f"model {self.name!r} has {self._admitted_tokens} tokens of work in flight (limit "
+                f"{policy.max_queue_tokens}); retry shortly",
+                policy.retry_after_s,
+            )
+        self._admitted_tokens += tokens
+        return tokens
+
     def _enqueue(self, prepared: list[Prepared], loop: asyncio.AbstractEventLoop, deadline: float) -> _Ticket:
         future: asyncio.Future[EngineResult] = loop.create_future()
-        slots: list[list[np.ndarray | None]] = [[None] * len(p.encodings) for p in prepared]
+        slots: list[list[np.ndarray | None]] = [[None] * len(p.rows) for p in prepared]
         ticket = _Ticket(
             prepared=prepared,
             future=future,
@@ -392,47 +371,44 @@ class Engine:
             if done is not None:
                 _resolve_all([done])
             return ticket
+        rows = [
+            Row(ticket, len(ids), _Slot(item, index, ids))
+            for item, p in enumerate(prepared)
+            for index, ids in enumerate(p.rows)
+        ]
         with self._cond:
             if self._stop:
                 raise EngineRetired(self.name)
-            queue = self._queue
-            for item, p in enumerate(prepared):
-                for index, enc in enumerate(p.encodings):
-                    queue.rows.append(_Row(ticket, item, index, enc, len(enc.ids), queue.seq))
-                    queue.seq += 1
-            self._metrics.queue_depth.labels(self.name).set(len(queue.rows))
+            self._queue.push(ticket, rows)
+            self._metrics.queue_depth.labels(self.name).set(len(self._queue))
             self._cond.notify()
         return ticket
 
     # -- the runner thread -------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[_Row] | None:
+    def _next_batch(self) -> list[Row] | None:
         """Blocks until there is work; None when stopping."""
         with self._cond:
             while True:
                 if self._stop:
                     return None
-                now = time.monotonic()
-                live = [r for r in self._queue.rows if not r.ticket.cancelled and r.ticket.deadline > now]
-                if len(live) != len(self._queue.rows):
-                    for r in self._queue.rows:
-                        if not r.ticket.cancelled and r.ticket.deadline <= now:
-                            self._fail(
-                                r.ticket, DeadlineExceeded("the request's deadline passed in the queue")
-                            )
-                    self._queue.rows = [r for r in self._queue.rows if not r.ticket.cancelled]
-                if self._queue.rows:
+                if self._sweep:  # requests were cancelled or timed out: free their rows now
+                    self._sweep = False
+                    self._queue.drop(lambda t: not t.cancelled)
+                if len(self._queue):
                     break
                 self._metrics.queue_depth.labels(self.name).set(0)
                 self._cond.wait()
-            if self.policy.wait_ms > 0 and len(self._queue.rows) < self.policy.max_batch_size:
-                self._cond.wait(self.policy.wait_ms / 1000)
             p = self.policy
-            batch = select_batch(self._queue.rows, p.max_batch_size, p.max_batch_tokens, p.overhead_tokens)
-            taken = set(map(id, batch))
-            self._queue.rows = [r for r in self._queue.rows if id(r) not in taken]
-            self._metrics.queue_depth.labels(self.name).set(len(self._queue.rows))
-            if self._queue.rows and len(self._threads) > 1:
+            if p.wait_ms > 0 and len(self._queue) < p.max_batch_size:
+                self._cond.wait(p.wait_ms / 1000)
+            now = time.monotonic()
+            batch = self._queue.take(
+                p.max_batch_size, p.max_batch_tokens, p.overhead_tokens,
+                alive=lambda t: not t.cancelled and t.deadline > now,
+            )  # fmt: skip
+            self._metrics.queue_depth.labels(self.name).set(len(self._queue))
+            if len(self._queue) and len(self._threads) > 1:
                 self._cond.notify()  # an idle runner thread takes the rest
             return batch
 
@@ -463,7 +439,7 @@ class Engine:
             try:
                 self._run_batch(batch, me)
             except BaseException as exc:
-                ids = ",".join(sorted({r.ticket.request_id for r in batch}))
+                ids = ",".join(sorted({r.owner.request_id for r in batch}))
                 log.exception("model %s v%d: batch failed (requests %s)", self.name, self.version, ids)
                 self._metrics.runner_errors.labels(self.name).inc()
                 error = (
@@ -472,7 +448,7 @@ class Engine:
                     else InferenceFailed(f"inference failed for {self.name!r}")
                 )
                 for row in batch:
-                    self._fail(row.ticket, error)
+                    self._fail(row.owner, error)
                 if not isinstance(exc, Exception):
                     raise
             if self._is_abandoned(me):
@@ -496,8 +472,8 @@ class Engine:
 
     def _answer_queue(self, error: ServiceError) -> None:
         with self._cond:
-            rows, self._queue.rows = self._queue.rows, []
-        for ticket in {id(r.ticket): r.ticket for r in rows}.values():
+            tickets = self._queue.drop(lambda _: False)
+        for ticket in tickets:
             self._fail(ticket, error)
 
     def _is_abandoned(self, me: threading.Thread) -> bool:
@@ -520,7 +496,7 @@ class Engine:
                     )  # fmt: skip
                     for row in run.rows:
                         self._fail(
-                            row.ticket,
+                            row.owner,
                             DeadlineExceeded("the batch carrying the request ran past its deadline"),
                         )
                 elif run.terminated_at is not None and now - run.terminated_at >= HANG_GRACE_S:
@@ -549,18 +525,18 @@ class Engine:
         if not self._stop:
             self._spawn_runner()
 
-    def _run_batch(self, rows: list[_Row], me: threading.Thread) -> None:
+    def _run_batch(self, rows: list[Row], me: threading.Thread) -> None:
         batch_id = next(self._batch_ids)
         started = time.perf_counter()
         for row in rows:
-            t = row.ticket
+            t = row.owner
             if t.started_at is None:
                 t.started_at = started  # rows of one ticket in two concurrent batches: either start is fine
                 self._metrics.queue_duration.labels(self.name).observe(started - t.enqueued_at)
-        batch = pad([r.encoding for r in rows], self._pad_id)
+        batch = pad_rows([r.payload.ids for r in rows], self._pad_id)
         if self.policy.debug_delay_ms:  # a test seam: the runner is observably busy
             time.sleep(self.policy.debug_delay_ms / 1000)
-        run = _Running(rows, max(r.ticket.deadline for r in rows), RunOptions(), me)
+        run = _Running(rows, max(r.owner.deadline for r in rows), RunOptions(), me)
         self._device_lock.acquire()
         with self._book:
             run.slot_held = True
@@ -570,11 +546,11 @@ class Engine:
             logits = self.runner.run(batch.input_ids, batch.attention_mask, batch.token_type_ids, run.options)
             elapsed = time.perf_counter() - t0
         except RunnerError as exc:
-            ids = ",".join(sorted({r.ticket.request_id for r in rows}))
+            ids = ",".join(sorted({r.owner.request_id for r in rows}))
             log.error("model %s v%d: %s (requests %s)", self.name, self.version, exc, ids)
             self._metrics.runner_errors.labels(self.name).inc()
             for row in rows:
-                self._fail(row.ticket, InferenceFailed(f"inference failed for model {self.name!r}"))
+                self._fail(row.owner, InferenceFailed(f"inference failed for model {self.name!r}"))
             return
         finally:
             with self._book:
@@ -591,12 +567,12 @@ class Engine:
         complete: list[_Ticket] = []
         with self._book:
             for i, row in enumerate(rows):
-                t = row.ticket
+                t, slot = row.owner, row.payload
                 if t.last_batch != batch_id:
                     t.last_batch = batch_id
                     t.inference_s += elapsed
                     t.batch_rows = max(t.batch_rows, len(rows))
-                t.logits[row.item][row.index] = logits[i] if logits.ndim == 2 else logits[i, : row.length]
+                t.logits[slot.item][slot.index] = logits[i] if logits.ndim == 2 else logits[i, : row.length]
                 t.remaining -= 1
                 if t.remaining == 0 and not t.cancelled:
                     complete.append(t)
@@ -618,7 +594,7 @@ class Engine:
 
     def _check_shape(self, logits: Any, rows: int, length: int) -> None:
         """Refuse logits that do not fit the batch before anything indexes them."""
-        token_level = self.codec.task == "token-classification"
+        token_level = self.codec.token_level
         shape = getattr(logits, "shape", None)
         expected = (rows, length, self.width) if token_level else (rows, self.width)
         if (

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from slimserve.service.engine.tokenizer import TextTokenizer, is_truncated
+from slimserve.service.engine.codec import Prepared
+from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.errors import InputTooLong
-from slimserve.service.tasks.base import Prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +43,22 @@ def decode(logits: np.ndarray, labels: list[str], top_k: int = 1) -> list[Predic
     return out
 
 
-def predicted_ids(logits: np.ndarray) -> np.ndarray:
-    """Argmax label ids, as evaluation needs them."""
-    return np.asarray(logits).argmax(axis=-1)
-
-
 @dataclass(frozen=True, slots=True)
 class ClassifyParams:
     top_k: int = 1
     truncate: bool = True
 
 
-class ClassificationCodec:
-    """The sequence-classification codec (see ``tasks/base.py``): one row per text, cut at the
-    window unless the request asked not to truncate."""
+@dataclass(slots=True)
+class ClassifyItem(Prepared):
+    params: ClassifyParams
 
-    task = "sequence-classification"
+
+class ClassificationCodec:
+    """The sequence-classification codec (see ``engine/codec.py``): one row per text, cut at the
+    window unless the request asked not to truncate (then a longer text is 400 input_too_long)."""
+
+    token_level = False
 
     def __init__(self, tokenizer: TextTokenizer, labels: list[str]) -> None:
         self.tokenizer = tokenizer
@@ -66,17 +66,18 @@ class ClassificationCodec:
 
     def prepare(self, texts: list[str], params: Any) -> list[Prepared]:
         options = params if isinstance(params, ClassifyParams) else ClassifyParams()
-        encodings = self.tokenizer.encode(texts)
-        if not options.truncate:
-            for index, enc in enumerate(encodings):
-                if is_truncated(enc):
-                    raise InputTooLong(
-                        f"input {index} is longer than the model's window of {self.tokenizer.max_seq_len} "
-                        "tokens; send shorter text or set truncate to true",
-                        index=index,
-                    )
-        return [Prepared(text, [enc], options) for text, enc in zip(texts, encodings, strict=True)]
+        tok = self.tokenizer
+        keep = tok.content_len
+        out: list[Prepared] = []
+        for index, enc in enumerate(tok.encode_content(texts)):
+            if len(enc) > keep and not options.truncate:
+                raise InputTooLong(
+                    f"input {index} is {len(enc) + len(tok.prefix) + len(tok.suffix)} tokens long, over the "
+                    f"model's window of {tok.max_seq_len}; send shorter text or set truncate to true",
+                    index=index,
+                )
+            out.append(ClassifyItem([tok.row(enc.ids[:keep])], options))
+        return out
 
-    def finish(self, prepared: Prepared, logits: list[np.ndarray]) -> Prediction:
-        options = prepared.params if isinstance(prepared.params, ClassifyParams) else ClassifyParams()
-        return decode(logits[0][np.newaxis, :], self.labels, options.top_k)[0]
+    def finish(self, prepared: ClassifyItem, logits: list[np.ndarray]) -> Prediction:
+        return decode(logits[0][np.newaxis, :], self.labels, prepared.params.top_k)[0]

@@ -25,11 +25,12 @@ Offsets are the tokenizer's offset mapping into the text as sent (Python string 
 strips accents and maps them to nothing, so an entity's end is extended over combining marks that
 directly follow it: ``"Jose\u0301"`` is returned with its accent.
 
-Long texts: the tokenizer cuts one text into windows of ``max_seq_len`` with ``stride`` pieces of
-overlap (``overflowing`` encodings, offsets still into the whole text). Each piece's logits are taken
-from the window where it sits most centrally, so a piece at a window border is judged with context on
-both sides; after that merge the text is one sequence and entities can neither be lost nor repeated
-at borders.
+Long texts: the text is tokenized once, whole, and cut into windows of the model's content length
+that share ``stride`` pieces with their neighbours; a window is only a slice of the text's pieces
+(token ids with the special tokens around them), so nothing is held twice. Each piece's logits are
+taken from the window where it sits most centrally, so a piece at a window border is judged with
+context on both sides; after that merge the text is one sequence and entities can neither be lost nor
+repeated at borders.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from slimserve.service.engine.codec import Prepared
 from slimserve.service.engine.tokenizer import TextTokenizer
-from slimserve.service.tasks.base import Prepared
 from slimserve.service.tasks.classification import softmax
-from tokenizers import Encoding, Tokenizer
 
 Aggregation = Literal["simple", "first", "average", "max", "none"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("simple", "first", "average", "max", "none")
@@ -224,43 +224,63 @@ def _decode_words(text: str, pieces: Pieces, labels: Sequence[str], strategy: st
     return out
 
 
-class NerCodec:
-    """Token-classification codec for the engine (see ``slimserve.service.tasks.base.Codec``)."""
+@dataclass(slots=True)
+class NerItem(Prepared):
+    """One text: its rows (windows), and what decoding needs of its pieces, kept once."""
 
-    task = "token-classification"
+    text: str
+    offsets: np.ndarray
+    """(n_pieces, 2) character offsets of the text's pieces into ``text``."""
+    word_ids: np.ndarray
+    """(n_pieces,) word index of each piece, -1 for none."""
+    starts: list[int]
+    """The first piece of each window."""
+    params: NerParams
+
+
+class NerCodec:
+    """Token-classification codec for the engine (see ``slimserve.service.engine.codec``)."""
+
+    token_level = True
 
     def __init__(self, tokenizer: TextTokenizer, labels: list[str], stride: int) -> None:
-        window = tokenizer.max_seq_len
-        specials = tokenizer.backend.num_special_tokens_to_add(is_pair=False)
-        if not 0 <= stride < window - specials:
+        window = tokenizer.content_len
+        if not 0 <= stride < window:
             raise ValueError(
                 f"NER stride {stride} must be at least 0 and below the window's content length "
-                f"{window - specials} (max_seq_len {window} minus {specials} special tokens)"
+                f"{window} (max_seq_len {tokenizer.max_seq_len} minus "
+                f"{tokenizer.max_seq_len - window} special tokens)"
             )
         self.labels = list(labels)
         self.stride = stride
-        self.max_seq_len = window
-        # A private copy: the shared tokenizer truncates without overlap, and changing its settings
-        # would race with other threads encoding through it.
-        self._tok = Tokenizer.from_str(tokenizer.backend.to_str())
-        self._tok.no_padding()
-        self._tok.enable_truncation(max_length=window, stride=stride)
+        self.max_seq_len = tokenizer.max_seq_len
+        self.tokenizer = tokenizer
 
     def prepare(self, texts: list[str], params: NerParams | Aggregation | None = None) -> list[Prepared]:
-        aggregation = _aggregation(params)
+        options = NerParams(_aggregation(params))
+        tok = self.tokenizer
         out: list[Prepared] = []
-        for text, enc in zip(
-            texts, self._tok.encode_batch(list(texts), add_special_tokens=True), strict=True
-        ):
-            rows = [enc, *enc.overflowing]
-            # Overflowing encodings carry their own (empty) overflowing lists; the engine batches rows.
-            out.append(Prepared(text=text, encodings=rows, params=NerParams(aggregation)))
+        for text, enc in zip(texts, tok.encode_content(texts), strict=True):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            starts = window_starts(len(ids), tok.content_len, self.stride)
+            rows = [tok.row(ids[s : s + tok.content_len]) for s in starts]
+            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+            out.append(NerItem(rows, text, offsets, words, starts, options))
         return out
 
-    def finish(self, prepared: Prepared, logits: list[np.ndarray]) -> NerResult:
-        params = prepared.params if isinstance(prepared.params, NerParams) else NerParams()
-        pieces = merge_windows(prepared.encodings, logits, self.stride)
-        return NerResult(decode_pieces(prepared.text, pieces, self.labels, params.aggregation))
+    def finish(self, prepared: NerItem, logits: list[np.ndarray]) -> NerResult:
+        pieces = merge_windows(prepared, logits, len(self.tokenizer.prefix), self.tokenizer.content_len)
+        return NerResult(decode_pieces(prepared.text, pieces, self.labels, prepared.params.aggregation))
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """First piece of each window over ``n`` pieces: ``window`` pieces each, neighbours sharing
+    ``stride``; one (possibly empty) window when the text fits."""
+    starts = [0]
+    while starts[-1] + window < n:
+        starts.append(starts[-1] + window - stride)
+    return starts
 
 
 def _aggregation(params: NerParams | str | None) -> Aggregation:
@@ -273,49 +293,32 @@ def _aggregation(params: NerParams | str | None) -> Aggregation:
     raise ValueError(f"unknown aggregation {value!r}; expected one of {AGGREGATIONS}")
 
 
-def merge_windows(encodings: Sequence[Encoding], logits: Sequence[np.ndarray], stride: int) -> Pieces:
-    """One sequence of content pieces from overlapping windows.
+def merge_windows(item: NerItem, logits: Sequence[np.ndarray], prefix: int, window: int) -> Pieces:
+    """One sequence of the text's pieces from its overlapping windows.
 
-    Window k's content (its non-special pieces) starts where window k-1's content ends minus
-    ``stride`` pieces. Each piece keeps the logits of the window where it is farthest from an edge."""
-    if len(encodings) != len(logits):
-        raise ValueError(f"{len(encodings)} windows but {len(logits)} logits arrays")
-    if len(encodings) == 1:
-        # The common case (a text within one window): no overlap to resolve, so no per-piece loop.
-        enc = encodings[0]
-        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
-        enc_offsets, enc_words = enc.offsets, enc.word_ids
-        rows = np.asarray(logits[0], dtype=np.float32)[content]
-        return Pieces(
-            [enc_offsets[i] for i in content],
-            [enc_words[i] for i in content],
-            softmax(rows) if len(rows) else rows,
-        )
-    offsets: list[tuple[int, int]] = []
-    word_ids: list[int | None] = []
-    chosen: list[np.ndarray] = []
-    centrality: list[int] = []
-    start = 0  # global index of the current window's first content piece
-    for k, (enc, rows) in enumerate(zip(encodings, logits, strict=True)):
-        # Each Encoding attribute access copies the whole list out of Rust: read them once.
-        enc_offsets, enc_words = enc.offsets, enc.word_ids
-        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
-        n = len(content)
-        if k > 0:
-            start = len(offsets) - min(stride, len(offsets))
-        for j, pos in enumerate(content):
-            g = start + j
-            central = min(j, n - 1 - j)
-            if g < len(offsets):
-                if offsets[g] != enc_offsets[pos]:
-                    raise ValueError(f"window {k} does not overlap the previous one by {stride} pieces")
-                if central > centrality[g]:
-                    chosen[g], centrality[g] = rows[pos], central
-            else:
-                offsets.append(enc_offsets[pos])
-                word_ids.append(enc_words[pos])
-                chosen.append(rows[pos])
-                centrality.append(central)
+    ``logits[k]`` covers window k's row: ``prefix`` special tokens, then pieces ``starts[k]`` onwards.
+    Each piece keeps the logits of the window where it is farthest from an edge (the earlier window
+    on a tie)."""
+    n = len(item.offsets)
+    if len(logits) != len(item.starts):
+        raise ValueError(f"{len(item.starts)} windows but {len(logits)} logits arrays")
     n_labels = logits[0].shape[-1] if logits else 0
-    stacked = np.stack(chosen).astype(np.float32) if chosen else np.zeros((0, n_labels), np.float32)
-    return Pieces(offsets, word_ids, softmax(stacked) if len(stacked) else stacked)
+    if len(logits) == 1:
+        # The common case (a text within one window): no overlap to resolve.
+        chosen = np.asarray(logits[0], dtype=np.float32)[prefix : prefix + n]
+    else:
+        chosen = np.zeros((n, n_labels), dtype=np.float32)
+        best = np.full(n, -1, dtype=np.int64)
+        for start, rows in zip(item.starts, logits, strict=True):
+            end = min(start + window, n)
+            j = np.arange(end - start)
+            central = np.minimum(j, end - start - 1 - j)
+            better = central > best[start:end]
+            best[start:end][better] = central[better]
+            chosen[start:end][better] = rows[prefix + j[better]]
+    words = item.word_ids.tolist()
+    return Pieces(
+        [tuple(o) for o in item.offsets.tolist()],
+        [None if w < 0 else w for w in words],
+        softmax(chosen) if len(chosen) else chosen.reshape(0, n_labels),
+    )

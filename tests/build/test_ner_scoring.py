@@ -35,12 +35,15 @@ def _oracle_logits(data: EvalBatches, gold: list[list[str]]) -> list[np.ndarray]
     assert data.items is not None and data.spans is not None
     rows = []
     for item, spans, tags in zip(data.items, data.spans, gold, strict=True):
-        for enc in item.encodings:
-            out = np.full((len(enc.ids), len(NER_LABELS)), -5.0, dtype=np.float32)
-            for pos, (start, end) in enumerate(enc.offsets):
+        for start_piece, row in zip(item.starts, item.rows, strict=True):  # [CLS] pieces [SEP]
+            out = np.full((len(row), len(NER_LABELS)), -5.0, dtype=np.float32)
+            out[:, index["O"]] = 5.0
+            pieces = item.offsets[start_piece : start_piece + len(row) - 2].tolist()
+            for pos, (start, end) in enumerate(pieces, start=1):
                 word = next((w for w, (s, e) in enumerate(spans) if s <= start < e), None)
-                tag = "O" if enc.special_tokens_mask[pos] or end <= start or word is None else tags[word]
-                out[pos, index[tag]] = 5.0
+                if end > start and word is not None:
+                    out[pos] = -5.0
+                    out[pos, index[tags[word]]] = 5.0
             rows.append(out)
     batches = []
     at = 0
@@ -62,7 +65,7 @@ def test_a_perfect_model_scores_1_through_windows_and_offsets() -> None:
     gold.append(["O", "B-ORG", "I-ORG", "O", *["O"] * 12, "O", "B-LOC", "O", "O"])
     examples = Examples(words, gold)
     data = EvalBatches.served(_tokenizer(16), "token-classification", NER_LABELS, examples, 2, stride=4)
-    assert data.items is not None and len(data.items[1].encodings) > 1  # windows
+    assert data.items is not None and len(data.items[1].rows) > 1  # windows
     assert score("token-classification", NER_LABELS, _oracle_logits(data, gold), data) == {"f1": 1.0}
     # Everything O: nothing found.
     silent = [

@@ -47,17 +47,18 @@ def test_word_aggregations_match_the_hf_pipeline(strategy: str, seed: int) -> No
     rng = np.random.default_rng(seed)
     for text in TEXTS:
         (prepared,) = codec.prepare([text], NerParams(strategy))  # type: ignore[arg-type]
-        (enc,) = prepared.encodings
+        (row,) = prepared.rows  # [CLS] pieces [SEP]
         # Peaked random logits: words disagree between their pieces, so the strategies differ.
-        logits = rng.normal(scale=4.0, size=(len(enc.ids), len(LABELS))).astype(np.float32)
+        logits = rng.normal(scale=4.0, size=(len(row), len(LABELS))).astype(np.float32)
         ours = codec.finish(prepared, [logits]).entities
 
+        pieces = [tuple(o) for o in prepared.offsets.tolist()]
         pre = pipe.gather_pre_entities(
             text,
-            np.asarray(enc.ids),
+            row,
             softmax(logits),
-            [tuple(o) for o in enc.offsets],
-            np.asarray(enc.special_tokens_mask),
+            [(0, 0), *pieces, (0, 0)],
+            np.asarray([1] + [0] * len(pieces) + [1]),
             AggregationStrategy(strategy),
         )
         theirs = [e for e in pipe.aggregate(pre, AggregationStrategy(strategy)) if e["entity_group"] != "O"]

@@ -19,21 +19,22 @@ def codec(max_seq_len: int = 64, stride: int = 8) -> NerCodec:
 
 
 def logits_by_piece(
-    prepared_encodings: list, tag_of: dict[str, str], confidence: float = 8.0
+    c: NerCodec, rows: list[np.ndarray], tag_of: dict[str, str], confidence: float = 8.0
 ) -> list[np.ndarray]:
     """Logits that give each piece (matched by its token string) the tag in ``tag_of``, else O."""
-    rows = []
-    for enc in prepared_encodings:
-        out = np.zeros((len(enc.ids), len(LABELS)), dtype=np.float32)
-        for i, token in enumerate(enc.tokens):
-            out[i, LABELS.index(tag_of.get(token, "O"))] = confidence
-        rows.append(out)
-    return rows
+    out = []
+    for row in rows:
+        logits = np.zeros((len(row), len(LABELS)), dtype=np.float32)
+        for i, token_id in enumerate(row.tolist()):
+            token = c.tokenizer.backend.id_to_token(token_id)
+            logits[i, LABELS.index(tag_of.get(token, "O"))] = confidence
+        out.append(logits)
+    return out
 
 
 def run(c: NerCodec, text: str, tag_of: dict[str, str], aggregation: str = "simple") -> list[Entity]:
     prepared = c.prepare([text], NerParams(aggregation))[0]  # type: ignore[arg-type]
-    return c.finish(prepared, logits_by_piece(prepared.encodings, tag_of)).entities
+    return c.finish(prepared, logits_by_piece(c, prepared.rows, tag_of)).entities
 
 
 def test_simple_merges_words_and_covers_all_pieces() -> None:
@@ -58,8 +59,8 @@ def test_simple_stray_i_starts_an_entity_and_type_change_splits() -> None:
 def test_simple_score_is_the_mean_of_word_scores() -> None:
     c = codec()
     prepared = c.prepare(["John Smith"], NerParams("simple"))[0]
-    (enc,) = prepared.encodings
-    logits = np.zeros((len(enc.ids), len(LABELS)), dtype=np.float32)
+    (row,) = prepared.rows
+    logits = np.zeros((len(row), len(LABELS)), dtype=np.float32)
     logits[1, LABELS.index("B-PER")] = 10.0  # ~1.0
     logits[2, LABELS.index("I-PER")] = 1.0  # e / (e + 8)
     (entity,) = c.finish(prepared, [logits]).entities
@@ -100,7 +101,7 @@ def test_empty_and_blank_texts_have_no_entities() -> None:
     c = codec()
     for text in ["", "   \t\n "]:
         prepared = c.prepare([text], None)[0]
-        logits = [np.full((len(e.ids), len(LABELS)), 1.0, dtype=np.float32) for e in prepared.encodings]
+        logits = [np.full((len(r), len(LABELS)), 1.0, dtype=np.float32) for r in prepared.rows]
         assert c.finish(prepared, logits).entities == []
 
 

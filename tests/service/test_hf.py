@@ -48,7 +48,7 @@ def _online_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def hf_server(fake_store: Path) -> Iterator[Server]:
-    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8, max_text_chars=2000)
+    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8)
     srv = Server(settings).start()
     yield srv
     srv.stop()

@@ -22,10 +22,11 @@ from slimserve.service.settings import Settings
 from tests.service.conftest import Server, free_port
 
 # What the spec cannot say: a valid request may name a model that does not exist (404), send an
-# over-long text with truncate=false (400), or ask with x-deadline-ms for less time than the work
+# over-long text with truncate=false (400), ask for more model work than one request may (413: the
+# token limit depends on how texts tokenize), or ask with x-deadline-ms for less time than the work
 # takes (a drawn 1e-300 ms is a 504 `timeout`, as the contract says; the only 5xx allowed). Invalid
-# data is refused as the contract's table says; the size limits are in the spec (maxItems, maxLength)
-# and beyond them the answer is 413.
+# data is refused as the contract's table says; the input count is in the spec (maxItems) and beyond
+# it the answer is 413.
 # Unknown request headers are not invalid data in HTTP (proxies add their own), so schemathesis is told
 # not to send extra header parameters as negative cases.
 CONFIG = """
@@ -36,7 +37,7 @@ allow-extra-parameters = false
 expected-statuses = ["2xx", "3xx", "4xx", "504"]
 
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "400", "404", "504"]
+expected-statuses = ["2xx", "400", "404", "413", "504"]
 
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "404", "413", "422"]
@@ -49,7 +50,7 @@ def fuzzed_server(request: pytest.FixtureRequest, fake_store: Path) -> Iterator[
     # Limits small enough that drawn bodies reach them; with keys, /metrics is guarded too.
     keys = [KEY] if request.param == "api-keys" else []
     settings = Settings(
-        store=fake_store, port=free_port(), warmup=False, max_inputs=8, max_text_chars=500,
+        store=fake_store, port=free_port(), warmup=False, max_inputs=8, max_request_tokens=600,
         api_keys=keys, metrics_auth=bool(keys),
     )  # fmt: skip
     srv = Server(settings).start()
@@ -92,8 +93,10 @@ def test_the_spec_declares_headers_limits_and_auth(fuzzed_server: Server) -> Non
     spec = httpx.get(fuzzed_server.url + "/openapi.json").json()
     ner = spec["paths"]["/v1/ner"]["post"]
     assert {p["name"] for p in ner["parameters"]} == {"x-deadline-ms", "x-request-id"}
-    inputs = spec["components"]["schemas"]["ClassifyRequest"]["properties"]["inputs"]["anyOf"]
-    assert {"type": "string", "maxLength": 500} in inputs
+    inputs = spec["components"]["schemas"]["ClassifyRequest"]["properties"]["inputs"]
+    assert "600 tokens of model work" in inputs["description"]
+    inputs = inputs["anyOf"]
+    assert {"type": "string"} in inputs  # no length cap: texts are truncated or windowed
     assert [o["maxItems"] for o in inputs if o["type"] == "array"] == [8]
     guarded = {
         f"{method.upper()} {path}"

@@ -29,7 +29,7 @@ TEXTS = ["Angela Merkel visited Paris.", "my card has not arrived", "a quiet tri
 
 @pytest.fixture(scope="module")
 def v2_server(fake_store: Path) -> Iterator[Server]:
-    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8, max_text_chars=2000)
+    settings = Settings(store=fake_store, port=free_port(), warmup=False, max_inputs=8)
     srv = Server(settings).start()
     yield srv
     srv.stop()

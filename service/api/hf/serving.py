@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from slimserve.service.api.endpoints import timing_headers
 from slimserve.service.api.hf import protocol
 from slimserve.service.api.serving import run_inference, served_model
+from slimserve.service.engine.batcher import EngineResult
 from slimserve.service.errors import InvalidInput, ModelNotFound, invalid
 from slimserve.service.registry import Registry, Served
 from slimserve.service.settings import Settings
@@ -52,9 +54,8 @@ def _parse(model: type[M], body: bytes, other: type[BaseModel] | None = None) ->
         raise invalid(exc.errors()) from None
 
 
-def _json(data: Any, timing: Response) -> Response:
-    headers = {k: v for k, v in timing.headers.items() if k != "content-length"}
-    return Response(to_json(data), media_type="application/json", headers=headers)
+def _json(data: Any, result: EngineResult) -> Response:
+    return Response(to_json(data), media_type="application/json", headers=timing_headers(result))
 
 
 def _ranked(p: Prediction, k: int) -> list[dict[str, Any]]:
@@ -74,7 +75,6 @@ def _entities(result: NerResult, aggregation: str, ignore: set[str]) -> list[dic
 async def task(request: Request, body: bytes, registry: Registry, settings: Settings, name: str) -> Response:
     """``POST /hf/models/{name}``: the model's task, as ``InferenceClient`` speaks it."""
     served = served_model(registry, name)
-    timing = Response()
     if served.manifest.task == SEQUENCE:
         req = _parse(protocol.TextClassificationRequest, body, protocol.TokenClassificationRequest)
         params = req.parameters or protocol.TextClassificationParameters()
@@ -82,21 +82,21 @@ async def task(request: Request, body: bytes, registry: Registry, settings: Sett
             raise InvalidInput(f"function_to_apply {params.function_to_apply!r}: only softmax is offered")
         k = min(params.top_k or len(served.manifest.labels), len(served.manifest.labels))
         served, result = await run_inference(
-            request, timing, registry, settings, model=served.name, task=SEQUENCE, texts=req.texts(),
+            request, registry, settings, model=served.name, task=SEQUENCE, texts=req.texts(),
             params=ClassifyParams(top_k=k, truncate=True),
         )  # fmt: skip
-        return _json([_ranked(p, k) for p in result.results], timing)
+        return _json([_ranked(p, k) for p in result.results], result)
     if served.manifest.task == TOKEN:
         ner = _parse(protocol.TokenClassificationRequest, body, protocol.TextClassificationRequest)
         options = ner.parameters or protocol.TokenClassificationParameters()
         aggregation = options.aggregation_strategy or "simple"
         ignore = set(options.ignore_labels if options.ignore_labels is not None else ["O"])
         served, result = await run_inference(
-            request, timing, registry, settings, model=served.name, task=TOKEN, texts=ner.texts(),
+            request, registry, settings, model=served.name, task=TOKEN, texts=ner.texts(),
             params=NerParams(aggregation),
         )  # fmt: skip
         groups = [_entities(r, aggregation, ignore) for r in result.results]
-        return _json(groups[0] if isinstance(ner.inputs, str) else groups, timing)
+        return _json(groups[0] if isinstance(ner.inputs, str) else groups, result)
     raise ModelNotFound(f"model {name!r} is a {served.manifest.task} model, which /hf does not serve")
 
 
@@ -112,13 +112,12 @@ async def predict(
         )
     req = _parse(protocol.PredictRequest, body)
     k = len(served.manifest.labels)
-    timing = Response()
     served, result = await run_inference(
-        request, timing, registry, settings, model=served.name, task=SEQUENCE, texts=req.texts(),
+        request, registry, settings, model=served.name, task=SEQUENCE, texts=req.texts(),
         params=ClassifyParams(top_k=k, truncate=req.truncate),
     )  # fmt: skip
     ranked = [_ranked(p, k) for p in result.results]
-    return _json(ranked[0] if isinstance(req.inputs, str) else ranked, timing)
+    return _json(ranked[0] if isinstance(req.inputs, str) else ranked, result)
 
 
 def info(served: Served, settings: Settings) -> protocol.Info:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from pydantic_core import to_json
+from slimserve.service.api.endpoints import timing_headers
 from slimserve.service.api.serving import run_inference, served_model
 from slimserve.service.api.v2.protocol import (
     HEADER_LENGTH,
@@ -142,7 +143,6 @@ async def infer(
     task = served.manifest.task
     params = parsed.parameters or RequestParameters()
     wanted, binary, classes = _wanted(parsed, task)
-    timing = Response()
     top_k = params.top_k or 1
     run_params: ClassifyParams | NerParams
     if task == SEQUENCE:
@@ -157,7 +157,7 @@ async def infer(
             )
         run_params = NerParams(params.aggregation or "simple")
     served, result = await run_inference(
-        request, timing, registry, settings, model=served.name, task=task, texts=texts, params=run_params
+        request, registry, settings, model=served.name, task=task, texts=texts, params=run_params
     )
     if task == SEQUENCE:
         tensors = _classification_tensors(
@@ -170,7 +170,7 @@ async def infer(
         header["id"] = parsed.id
     header["parameters"] = {"variant": served.variant}
     content, json_length = encode_response(header, tensors, binary)
-    headers = {k: v for k, v in timing.headers.items() if k != "content-length"}
+    headers = timing_headers(result)
     if json_length is None:
         return Response(content, media_type="application/json", headers=headers)
     headers[HEADER_LENGTH] = str(json_length)
