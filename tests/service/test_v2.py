@@ -79,6 +79,10 @@ def test_triton_model_metadata_and_readiness(client: Any) -> None:
     assert client.get_model_metadata("intent", model_version="1")["name"] == "intent"
     ner = client.get_model_metadata("ner")
     assert [(o["name"], o["datatype"]) for o in ner["outputs"]] == [("entities", "BYTES")]
+    config = client.get_model_config("intent")  # Triton's model configuration, which perf_analyzer reads
+    assert config["max_batch_size"] == 0
+    assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
+    assert [o["data_type"] for o in config["output"]] == ["TYPE_STRING", "TYPE_FP32"]
     assert client.is_model_ready("sentiment")
     assert client.is_model_ready("sentiment", model_version="1")
     assert not client.is_model_ready("nope")

@@ -21,8 +21,10 @@ from slimserve.service.api.serving import run_inference, served_model
 from slimserve.service.api.v2.protocol import (
     HEADER_LENGTH,
     TEXT_INPUT,
+    ConfigTensor,
     InferRequest,
     MetadataTensor,
+    ModelConfig,
     ModelMetadata,
     RequestParameters,
     Tensor,
@@ -50,6 +52,25 @@ def metadata(served: Served) -> ModelMetadata:
         platform=PLATFORM,
         inputs=[MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])],
         outputs=[MetadataTensor(name=o, datatype=DATATYPES[o], shape=[-1]) for o in outputs],
+    )
+
+
+TRITON_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
+
+
+def config(served: Served) -> ModelConfig:
+    meta = metadata(served)
+
+    def tensors(items: list[MetadataTensor]) -> list[ConfigTensor]:
+        return [ConfigTensor(name=t.name, data_type=TRITON_TYPES[t.datatype], dims=t.shape) for t in items]
+
+    return ModelConfig(
+        name=served.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=0,
+        input=tensors(meta.inputs),
+        output=tensors(meta.outputs),
     )
 
 
