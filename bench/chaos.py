@@ -283,7 +283,7 @@ def codes(outcomes: Sequence[Outcome]) -> str:
 def overload(chaos: Chaos) -> list[Check]:
     rng = chaos.rng
     deadline_ms = 2000
-    flags = ["--max-inputs", "32", "--max-text-chars", "2000", "--deadline-ms", str(deadline_ms)]
+    flags = ["--max-inputs", "32", "--deadline-ms", str(deadline_ms)]
     server = chaos.server("overload", *flags, "--max-queue", "256", "--retry-after-s", "1")
     ner_body = {"inputs": [long_text(rng, 2000) for _ in range(32)]}  # the largest body the limits allow
     short = [sentence(rng, rng.randint(5, 30)) for _ in range(200)]
@@ -610,9 +610,7 @@ def faults(chaos: Chaos) -> list[Check]:
 
 def badly_behaved_clients(chaos: Chaos) -> list[Check]:
     rng = chaos.rng
-    server = chaos.server(
-        "clients", "--body-timeout-s", "2", "--max-inputs", "32", "--max-text-chars", "2000"
-    )
+    server = chaos.server("clients", "--body-timeout-s", "2", "--max-inputs", "32")
     server.start()
     host, port = server.url.removeprefix("http://").split(":")
     seconds = chaos.seconds(10, 3)
