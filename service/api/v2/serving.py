@@ -131,7 +131,12 @@ def _ner_tensors(results: list[NerResult]) -> list[Tensor]:
 
 
 async def infer(
-    request: Request, body: bytes, registry: Registry, settings: Settings, name: str, version: str | None
+    request: Request,
+    body: bytes,
+    registry: Registry,
+    settings: Settings,
+    name: str,
+    version: str | None = None,
 ) -> Response:
     parsed, texts = parse_request(body, request.headers.get(HEADER_LENGTH))
     if parsed.model_name not in (None, name) or parsed.model_version not in (None, version):
