@@ -105,6 +105,20 @@ def test_without_traceparent_a_new_trace_starts_and_errors_are_spans_too(
     assert span.attributes["http.response.status_code"] == 422
 
 
+def test_sampling_ratio_zero_records_only_what_the_caller_sampled(make_server: Any, fake_store: Path) -> None:
+    exporter = InMemorySpanExporter()
+    srv = make_server(fake_store, tracing=True, trace_sample_ratio=0.0, span_exporter=exporter)
+    body = {"inputs": "where is my card"}
+    assert httpx.post(srv.url + "/v1/classify", json=body).status_code == 200
+    assert (
+        httpx.post(srv.url + "/v1/classify", json=body, headers={"traceparent": TRACEPARENT}).status_code
+        == 200
+    )
+    spans = _spans_of(exporter, int(TRACE_ID, 16), 4)
+    assert {s.context.trace_id for s in exporter.get_finished_spans()} == {int(TRACE_ID, 16)}
+    assert {s.name for s in spans} == {"POST /v1/classify", *STAGES}
+
+
 def test_tracing_off_imports_no_opentelemetry_sdk(fake_store: Path) -> None:
     # The API package (no-op unless a provider is set) comes with FastAPI itself, which imports it;
     # the SDK and the OTLP exporter are slimserve's optional extra and stay out when tracing is off.
