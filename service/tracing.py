@@ -106,16 +106,19 @@ class Tracing:
         self, active: Active, tokens: tuple[Any, Token[Active | None]], status: int, route: str | None
     ) -> None:
         span = active.span
-        if route:
-            span.update_name(f"{span.name} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        if status >= 500:
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
-        span.end()
         otel_token, active_token = tokens
-        ACTIVE.reset(active_token)
-        self._context.detach(otel_token)
+        try:
+            if span.is_recording():  # a sampled-out span has no name and keeps no attributes
+                if route:
+                    span.update_name(f"{span.name} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+            span.end()
+        finally:
+            ACTIVE.reset(active_token)
+            self._context.detach(otel_token)
 
     def shutdown(self) -> None:
         self._provider.shutdown()

@@ -133,3 +133,18 @@ def test_tracing_off_imports_no_opentelemetry_sdk(fake_store: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_sampled_out_request_ends_cleanly_and_resets_the_context() -> None:
+    """Sampled out, the server span is a NonRecordingSpan (no name, no attributes): ending it must not
+    raise (that raised after the answer and made uvicorn drop the keep-alive connection)."""
+    from slimserve.service import tracing
+
+    traces = tracing.setup(Settings(tracing=True, trace_sample_ratio=0.0), InMemorySpanExporter())
+    assert traces is not None
+    scope = {"type": "http", "method": "POST", "path": "/v1/classify", "headers": []}
+    active, tokens = traces.start(scope)
+    assert not active.span.is_recording() and tracing.ACTIVE.get() is active
+    traces.end(active, tokens, 200, "/v1/classify")
+    assert tracing.ACTIVE.get() is None
+    traces.shutdown()
