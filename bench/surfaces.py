@@ -152,10 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     header("tracing")
     template, body = SURFACES["/v1"]
     path = template.format(model=args.model, route=route)
-    for label, env in (
-        ("off", {}),
-        ("on", {"SLIMSERVE_TRACING": "true", "SLIMSERVE_OTLP_ENDPOINT": endpoint}),
-    ):
+    traced = {"SLIMSERVE_TRACING": "true", "SLIMSERVE_OTLP_ENDPOINT": endpoint}
+    sampled = {**traced, "SLIMSERVE_TRACE_SAMPLE_RATIO": "0.1"}
+    for label, env in (("off", {}), ("on", traced), ("on, 10 % sampled", sampled)):
         server = serve(args.store, f"tracing-{label}", env)
         try:
             for c in levels:
