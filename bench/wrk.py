@@ -12,9 +12,10 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MARK = "WRK_JSON "
 
@@ -82,13 +83,16 @@ def run(
     seconds: float,
     body_key: str = "inputs",
     timeout_s: float = 60.0,
+    body: Callable[[str], Any] | None = None,
 ) -> WrkResult:
-    """One closed-loop phase of ``seconds``; ``ok`` counts 2xx answers only, and throughput is theirs."""
+    """One closed-loop phase of ``seconds``; ``ok`` counts 2xx answers only, and throughput is theirs.
+    Each body is ``{body_key: text}``, or ``body(text)`` when given (another API surface's shape)."""
     with tempfile.TemporaryDirectory(prefix="slimserve-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(SCRIPT, encoding="utf-8")
         bodies = Path(tmp) / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps({body_key: t}) + "\n" for t in texts), encoding="utf-8")
+        make = body or (lambda t: {body_key: t})
+        bodies.write_text("".join(json.dumps(make(t)) + "\n" for t in texts), encoding="utf-8")
         threads = max(1, min(2, concurrency))
         cmd = [
             "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",

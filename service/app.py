@@ -33,7 +33,8 @@ DESCRIPTION = """
 Compressed NLP models (sentiment, intent classification, NER) on ONNX Runtime, with token-budget
 batching, per-request deadlines, backpressure and zero-downtime reloads.
 
-Errors are JSON `{"error": {"type": "...", "message": "..."}}`; every response carries `x-request-id`,
+Errors are JSON `{"error": {"type": "...", "message": "..."}}` (on `/v2`: `{"error": "..."}`; on `/hf`:
+`{"error": "...", "error_type": "..."}`, same status codes); every response carries `x-request-id`,
 inference responses also `x-queue-time`, `x-inference-time`, `x-total-time` (milliseconds).
 Send `x-deadline-ms` to ask for a shorter deadline than the server's.
 """

@@ -235,6 +235,14 @@ class Settings(BaseSettings):
     service_name: str = Field(
         "slimserve", description="The service.name of the spans (one name per deployment in your traces)."
     )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded when tracing is on (a caller's sampled traceparent is "
+        "always followed): 1 keeps every request; recording costs ~0.3-0.5 ms of CPU per request "
+        "(docs/BENCHMARKS.md), so lower it on busy servers.",
+    )
 
     # -- lifecycle --
     warmup: bool = Field(

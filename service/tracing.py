@@ -3,7 +3,8 @@
 When on, every HTTP request gets a server span (continuing the caller's W3C ``traceparent``), and an
 inference request gets three children: ``tokenize``, ``queue wait`` and ``inference`` (batch size,
 model version and variant as attributes). Spans go to an OTLP/HTTP collector (``otlp_endpoint``)
-under ``service_name``.
+under ``service_name``; ``trace_sample_ratio`` of new traces are recorded (a caller's sampling
+decision in ``traceparent`` is followed).
 
 The engine already measures every stage for the metrics, so the children are recorded after the
 answer from those timings (with their real start and end times), not opened around the hot path.
@@ -49,6 +50,8 @@ class Active:
 
     def record(self, served: Served, result: EngineResult) -> None:
         """The request's tokenize, queue-wait and inference spans, from the engine's own timings."""
+        if not self.span.is_recording():  # sampled out: nothing to add to
+            return
         now_perf, now_ns = time.perf_counter(), time.time_ns()
         model = {"slimserve.model": served.name, "slimserve.model_version": served.version}
         stages: list[tuple[str, float, float, dict[str, Any]]] = []
@@ -103,16 +106,19 @@ class Tracing:
         self, active: Active, tokens: tuple[Any, Token[Active | None]], status: int, route: str | None
     ) -> None:
         span = active.span
-        if route:
-            span.update_name(f"{span.name} {route}")
-            span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        if status >= 500:
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
-        span.end()
         otel_token, active_token = tokens
-        ACTIVE.reset(active_token)
-        self._context.detach(otel_token)
+        try:
+            if span.is_recording():  # a sampled-out span has no name and keeps no attributes
+                if route:
+                    span.update_name(f"{span.name} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+            span.end()
+        finally:
+            ACTIVE.reset(active_token)
+            self._context.detach(otel_token)
 
     def shutdown(self) -> None:
         self._provider.shutdown()
@@ -131,7 +137,12 @@ def setup(settings: Settings, exporter: Any = None) -> Tracing | None:
         raise TracingUnavailable(
             f"tracing is on but OpenTelemetry is not installed ({exc}); pip install 'slimserve[tracing]'"
         ) from exc
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:

@@ -72,6 +72,9 @@ class RequestContext:
         request_id = given if given and len(given) <= 200 and given.isprintable() else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        # The deadline runs from here: time spent reading the body or waiting for a busy event loop
+        # counts against it (service/api/serving.py).
+        state["received_at"] = time.monotonic()
         LOG_REQUEST_ID.set(request_id)  # every log line of this request names it (service/logs.py)
         status = 500
         traced = self.tracing.start(scope) if self.tracing is not None else None

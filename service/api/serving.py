@@ -74,7 +74,9 @@ async def run_inference(
     texts: list[str],
     params: Any,
 ) -> tuple[Served, EngineResult]:
-    started = time.monotonic()
+    # From the request's arrival (the middleware), not from here: a slow body or a saturated event
+    # loop must not stretch the deadline past what the client asked for.
+    started = getattr(request.state, "received_at", None) or time.monotonic()
     if not registry.ready:
         raise NotReady("models are still loading; retry when /readyz answers 200")
     check_limits(texts, settings)

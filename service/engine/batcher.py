@@ -262,7 +262,8 @@ class Engine:
         self._watch_stop.set()
         self.runner.close()
         for thread in [*self._threads, self._watchdog]:
-            if thread is not None and thread.is_alive():
+            # A thread stuck inside ONNX Runtime cannot be joined: it was abandoned (daemon) already.
+            if thread is not None and thread.is_alive() and not self._is_abandoned(thread):
                 await asyncio.to_thread(thread.join, 5.0)
         self._metrics.queue_depth.labels(self.name).set(0)
 

@@ -79,9 +79,10 @@ def fake_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(store: Path, ready: bool = True, **overrides: Any) -> Server:
+    def make(store: Path, ready: bool = True, span_exporter: Any = None, **overrides: Any) -> Server:
         settings = Settings(**{"store": store, "port": free_port(), "warmup": False, **overrides})
-        server = Server(settings).start(ready=ready)
+        options = {"span_exporter": span_exporter} if span_exporter is not None else {}
+        server = Server(settings, **options).start(ready=ready)
         started.append(server)
         return server
 

@@ -77,6 +77,11 @@ def test_text_classification_with_the_hub_client(hf_server: Server) -> None:
         ]
     top2 = _client(hf_server, "intent").text_classification(TEXT, top_k=2)
     assert len(top2) == 2
+    # base_url= (the OpenAI-style alias of model=) reaches the same per-model URL.
+    aliased = hub.InferenceClient(base_url=f"{hf_server.url}/hf/models/intent").text_classification(
+        TEXT, top_k=2
+    )
+    assert [(o.label, o.score) for o in aliased] == [(o.label, o.score) for o in top2]
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])

@@ -111,6 +111,7 @@ def test_the_spec_declares_headers_limits_and_auth(fuzzed_server: Server) -> Non
             "POST /v1/models/{name}/reload", "GET /metrics",
             "GET /v2/models/{name}", "GET /v2/models/{name}/versions/{version}",
             "GET /v2/models/{name}/ready", "GET /v2/models/{name}/versions/{version}/ready",
+            "GET /v2/models/{name}/config",
             "POST /v2/models/{name}/infer", "POST /v2/models/{name}/versions/{version}/infer",
             "POST /hf/models/{name}", "POST /hf/models/{name}/predict", "GET /hf/models/{name}/info",
         }  # fmt: skip

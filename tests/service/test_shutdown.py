@@ -185,3 +185,18 @@ def test_threads_follow_the_cpu_quota(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert settings_mod.cpu_cores() == 2
     assert s.effective_runner_threads() == 2 and s.threads() == 1
+
+
+def test_the_deadline_runs_from_the_request_s_arrival(fake_store: Path, make_server: Any) -> None:
+    """A body that takes longer than the deadline to arrive is 504, not served late as a 200."""
+    srv: Server = make_server(fake_store)
+    body = b'{"inputs": "late body"}'
+    with _raw(srv.url) as sock:
+        sock.sendall(
+            b"POST /v1/sentiment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"x-deadline-ms: 300\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
+        )
+        time.sleep(0.6)
+        sock.sendall(body[5:])
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 504"), answer

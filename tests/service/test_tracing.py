@@ -105,6 +105,20 @@ def test_without_traceparent_a_new_trace_starts_and_errors_are_spans_too(
     assert span.attributes["http.response.status_code"] == 422
 
 
+def test_sampling_ratio_zero_records_only_what_the_caller_sampled(make_server: Any, fake_store: Path) -> None:
+    exporter = InMemorySpanExporter()
+    srv = make_server(fake_store, tracing=True, trace_sample_ratio=0.0, span_exporter=exporter)
+    body = {"inputs": "where is my card"}
+    assert httpx.post(srv.url + "/v1/classify", json=body).status_code == 200
+    assert (
+        httpx.post(srv.url + "/v1/classify", json=body, headers={"traceparent": TRACEPARENT}).status_code
+        == 200
+    )
+    spans = _spans_of(exporter, int(TRACE_ID, 16), 4)
+    assert {s.context.trace_id for s in exporter.get_finished_spans()} == {int(TRACE_ID, 16)}
+    assert {s.name for s in spans} == {"POST /v1/classify", *STAGES}
+
+
 def test_tracing_off_imports_no_opentelemetry_sdk(fake_store: Path) -> None:
     # The API package (no-op unless a provider is set) comes with FastAPI itself, which imports it;
     # the SDK and the OTLP exporter are slimserve's optional extra and stay out when tracing is off.
@@ -119,3 +133,18 @@ def test_tracing_off_imports_no_opentelemetry_sdk(fake_store: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_sampled_out_request_ends_cleanly_and_resets_the_context() -> None:
+    """Sampled out, the server span is a NonRecordingSpan (no name, no attributes): ending it must not
+    raise (that raised after the answer and made uvicorn drop the keep-alive connection)."""
+    from slimserve.service import tracing
+
+    traces = tracing.setup(Settings(tracing=True, trace_sample_ratio=0.0), InMemorySpanExporter())
+    assert traces is not None
+    scope = {"type": "http", "method": "POST", "path": "/v1/classify", "headers": []}
+    active, tokens = traces.start(scope)
+    assert not active.span.is_recording() and tracing.ACTIVE.get() is active
+    traces.end(active, tokens, 200, "/v1/classify")
+    assert tracing.ACTIVE.get() is None
+    traces.shutdown()

@@ -79,6 +79,10 @@ def test_triton_model_metadata_and_readiness(client: Any) -> None:
     assert client.get_model_metadata("intent", model_version="1")["name"] == "intent"
     ner = client.get_model_metadata("ner")
     assert [(o["name"], o["datatype"]) for o in ner["outputs"]] == [("entities", "BYTES")]
+    config = client.get_model_config("intent")  # Triton's model configuration, which perf_analyzer reads
+    assert config["max_batch_size"] == 0
+    assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
+    assert [o["data_type"] for o in config["output"]] == ["TYPE_STRING", "TYPE_FP32"]
     assert client.is_model_ready("sentiment")
     assert client.is_model_ready("sentiment", model_version="1")
     assert not client.is_model_ready("nope")
@@ -278,3 +282,42 @@ def test_v2_requests_are_counted_by_route(v2_server: Server, client: Any) -> Non
         "slimserve_requests_total", {"endpoint": "/v2/models/{name}/infer", "model": "intent", "code": "200"}
     )
     assert after == before + 1
+
+
+def test_fast_path_and_fastapi_routes_answer_alike(make_server: Any, fake_store: Path) -> None:
+    """/v2 and /hf inference is answered from the middleware's fast path; with it off, by the FastAPI
+    routes. Both run the same handler: same statuses, bodies and error shapes, keys included."""
+    text = {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "Angela Merkel"]}
+    requests: list[tuple[str, Any, dict[str, str]]] = [
+        ("/v2/models/intent/infer", {"inputs": [text], "parameters": {"top_k": 2}}, {}),
+        ("/v2/models/ner/versions/1/infer", {"inputs": [text]}, {}),
+        ("/v2/models/ner/versions/9/infer", {"inputs": [text]}, {}),
+        ("/v2/models/nope/infer", {"inputs": [text]}, {}),
+        ("/v2/models/intent/infer", {"inputs": [{**text, "shape": [3]}]}, {}),
+        ("/v2/models/intent/infer", b"{", {}),
+        ("/v2/models/intent/infer", {"inputs": [text]}, {"authorization": "Bearer wrong"}),
+        ("/hf/models/intent", {"inputs": "where is my card", "parameters": {"top_k": 2}}, {}),
+        ("/hf/models/ner", {"inputs": ["Angela Merkel", "x"]}, {}),
+        ("/hf/models/sentiment/predict", {"inputs": ["fine", "dull"]}, {}),
+        ("/hf/models/ner/predict", {"inputs": "x"}, {}),
+        ("/hf/models/intent", {"inputs": []}, {}),
+        ("/hf/models/intent", {"inputs": "x"}, {"authorization": "Bearer wrong"}),
+    ]
+    answers = []
+    for fast in (True, False):
+        srv = make_server(fake_store, fast_path=fast, api_keys=["k"])
+        got = []
+        with httpx.Client(base_url=srv.url) as c:
+            for path, body, headers in requests:
+                auth = {"authorization": "Bearer k", **headers}
+                r = (
+                    c.post(path, content=body, headers={**auth, "content-type": "application/json"})
+                    if isinstance(body, bytes)
+                    else c.post(path, json=body, headers=auth)
+                )
+                got.append((path, r.status_code, r.headers["content-type"], r.json()))
+        answers.append(got)
+        label = {"endpoint": "/v2/models/{name}/versions/{version}/infer", "model": "ner", "code": "200"}
+        assert srv.metric("slimserve_requests_total", label) == 1
+    assert answers[0] == answers[1]
+    assert {status for _, status, _, _ in answers[0]} >= {200, 400, 401, 404, 422}

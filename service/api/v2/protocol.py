@@ -145,6 +145,24 @@ class ModelMetadata(BaseModel):
     outputs: list[MetadataTensor]
 
 
+class ConfigTensor(BaseModel):
+    name: str
+    data_type: str = Field(description="Triton's type name: `TYPE_STRING` (BYTES), `TYPE_FP32`.")
+    dims: list[int]
+
+
+class ModelConfig(BaseModel):
+    """Triton's model configuration (its HTTP JSON form), which Triton's tools such as perf_analyzer
+    read before they send anything. ``max_batch_size`` 0: batching happens inside the server."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    input: list[ConfigTensor]
+    output: list[ConfigTensor]
+
+
 class ServerLive(BaseModel):
     live: bool
 

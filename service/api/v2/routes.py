@@ -109,6 +109,16 @@ async def model_version_metadata(name: str, version: str, registry: RegistryDep)
 
 
 @models.get(
+    "/{name}/config",
+    summary="Triton's model configuration (what perf_analyzer reads)",
+    response_model=protocol.ModelConfig,
+    responses=_errors(401, 404, 503),
+)
+async def model_config(name: str, registry: RegistryDep) -> protocol.ModelConfig:
+    return serving.config(served_model(registry, name, None))
+
+
+@models.get(
     "/{name}/ready",
     summary="Model readiness: 200 when the model is served",
     response_model=protocol.ModelReady,

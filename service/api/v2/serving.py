@@ -21,8 +21,10 @@ from slimserve.service.api.serving import run_inference, served_model
 from slimserve.service.api.v2.protocol import (
     HEADER_LENGTH,
     TEXT_INPUT,
+    ConfigTensor,
     InferRequest,
     MetadataTensor,
+    ModelConfig,
     ModelMetadata,
     RequestParameters,
     Tensor,
@@ -51,6 +53,25 @@ def metadata(served: Served) -> ModelMetadata:
         platform=PLATFORM,
         inputs=[MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])],
         outputs=[MetadataTensor(name=o, datatype=DATATYPES[o], shape=[-1]) for o in outputs],
+    )
+
+
+TRITON_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
+
+
+def config(served: Served) -> ModelConfig:
+    meta = metadata(served)
+
+    def tensors(items: list[MetadataTensor]) -> list[ConfigTensor]:
+        return [ConfigTensor(name=t.name, data_type=TRITON_TYPES[t.datatype], dims=t.shape) for t in items]
+
+    return ModelConfig(
+        name=served.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=0,
+        input=tensors(meta.inputs),
+        output=tensors(meta.outputs),
     )
 
 
@@ -111,7 +132,12 @@ def _ner_tensors(results: list[NerResult]) -> list[Tensor]:
 
 
 async def infer(
-    request: Request, body: bytes, registry: Registry, settings: Settings, name: str, version: str | None
+    request: Request,
+    body: bytes,
+    registry: Registry,
+    settings: Settings,
+    name: str,
+    version: str | None = None,
 ) -> Response:
     parsed, texts = parse_request(body, request.headers.get(HEADER_LENGTH))
     if parsed.model_name not in (None, name) or parsed.model_version not in (None, version):
