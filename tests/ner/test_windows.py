@@ -145,3 +145,25 @@ def test_offsets_invariant_and_windows_change_nothing(text: str, seed: int, aggr
         assert all(a.end <= b.start for a, b in pairwise(entities))
     # Overlapping windows give exactly what one big window gives: nothing lost, nothing repeated.
     assert entities == decode(WHOLE, text, aggregation, seed)
+
+
+def test_items_hold_only_what_the_work_needs() -> None:
+    """Was: every window was kept twice (the first Encoding held all overflow windows, and the list of
+    rows held them again), and classification kept a long text's unused overflow encodings."""
+    import gc
+
+    from slimserve.service.tasks.classification import ClassificationCodec, ClassifyParams
+    from tokenizers import Encoding
+
+    text = " ".join(["word"] * 5000)
+    tok = TextTokenizer(TOKENIZER_JSON, 64)
+    (item,) = ClassificationCodec(tok, ["a", "b"]).prepare([text], ClassifyParams())
+    assert [len(r) for r in item.rows] == [64]
+    (ner,) = NerCodec(tok, LABELS, 16).prepare([text], NerParams("simple"))
+    assert isinstance(ner, NerItem)
+    # 5,000 pieces in windows of 62 sharing 16: one row per window, nothing more.
+    assert len(ner.rows) == len(ner.starts) == 1 + -(-(5000 - 62) // (62 - 16))
+    assert len(ner.offsets) == len(ner.word_ids) == 5000
+    for held in (item, ner):
+        assert all(isinstance(r, np.ndarray) for r in held.rows)
+        assert not [x for x in gc.get_referents(held) if isinstance(x, Encoding)]
