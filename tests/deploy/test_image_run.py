@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from slimserve.service.store import read_manifest, version_dir
 
 from tests.deploy import buildah
 
@@ -106,7 +107,11 @@ def test_the_image_serves_a_built_store_passes_its_healthcheck_and_drains_on_sig
         served = {m["name"]: m for m in httpx.get(url + "/v1/models", timeout=10).json()["models"]}
         # No GPU here: the GPU image must fall back to the CPU variant, and say so, not run fp16 on CPU.
         sentiment = served["sentiment"]
-        assert (sentiment["variant"], sentiment["provider"]) == ("int8", "CPUExecutionProvider")
+        manifest = read_manifest(version_dir(store, "sentiment", sentiment["version"]))
+        assert (sentiment["variant"], sentiment["provider"]) == (
+            manifest.recommended["cpu"],
+            "CPUExecutionProvider",
+        )
 
         healthcheck = config["Healthcheck"]["Test"][1:]
         probe = buildah.start(container, *healthcheck, options=("--env", f"SLIMSERVE_PORT={port}"))

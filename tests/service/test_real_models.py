@@ -25,10 +25,10 @@ TEXTS = [
 ]
 
 
-def direct(directory: Path, texts: list[str], top_k: int) -> list[Any]:
+def direct(directory: Path, variant: str, texts: list[str], top_k: int) -> list[Any]:
     manifest = store.read_manifest(directory)
     tokenizer = TextTokenizer(directory / manifest.tokenizer, manifest.max_seq_len)
-    runner = OnnxRunner(directory / manifest.variants["int8"].file, intra_op_threads=1)
+    runner = OnnxRunner(directory / manifest.variants[variant].file, intra_op_threads=1)
     out = []
     for text in texts:  # one at a time: no batching, no padding
         batch = pad(tokenizer.encode([text]))
@@ -43,10 +43,14 @@ def test_real_models_serve_what_the_runner_computes(tiny_store: Path, make_serve
     assert {"sentiment", "intent"} <= set(models)
     for name, path in (("sentiment", "/v1/sentiment"), ("intent", "/v1/classify")):
         info = models[name]
-        assert (info["variant"], info["provider"]) == ("int8", "CPUExecutionProvider")
+        directory = store.version_dir(tiny_store, name, info["version"])
+        # Which variant the policy recommends for a tiny random model depends on timing noise; what
+        # matters is that the server serves the manifest's CPU recommendation and says so.
+        recommended = store.read_manifest(directory).recommended["cpu"]
+        assert (info["variant"], info["provider"]) == (recommended, "CPUExecutionProvider")
         r = httpx.post(srv.url + path, json={"inputs": TEXTS, "top_k": 2}, timeout=60)
         assert r.status_code == 200, r.text
-        expected = direct(store.version_dir(tiny_store, name, info["version"]), TEXTS, 2)
+        expected = direct(directory, info["variant"], TEXTS, 2)
         for got, want in zip(r.json()["results"], expected, strict=True):
             assert got["label"] == want.label
             assert got["score"] == pytest.approx(want.score, abs=1e-4)
