@@ -35,6 +35,8 @@ LATENCY_BUCKETS = (
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 BATCH_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+# The contract's four labels first; the rest say which model the variant is (issue: compression).
+MODEL_INFO_LABELS = ("model", "version", "variant", "provider", "form", "precision", "layers", "parameters")
 
 
 class Metrics:
@@ -97,8 +99,9 @@ class Metrics:
         )
         self.model_info = Gauge(
             "slimserve_model_info",
-            "The version, variant and execution provider served per model (value 1).",
-            ["model", "version", "variant", "provider"],
+            "The version, variant and execution provider served per model (value 1), with the variant's "
+            "form, precision, layers and parameters (empty when a version-1 manifest does not say).",
+            list(MODEL_INFO_LABELS),
             registry=r,
         )
         # Beyond the contract: reload outcomes, so a refused version is visible on a dashboard.

@@ -54,6 +54,21 @@ class Served:
     provider: str
     manifest: store.Manifest
 
+    def info_labels(self) -> tuple[str, ...]:
+        """``slimserve_model_info``'s label values, in ``MODEL_INFO_LABELS`` order."""
+        variant = self.manifest.variants[self.variant]
+        arch = variant.architecture
+        return (
+            self.name,
+            str(self.version),
+            self.variant,
+            self.provider,
+            variant.form,
+            variant.precision or "",
+            str(arch.layers) if arch else "",
+            str(arch.parameters) if arch else "",
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -212,13 +227,11 @@ class Registry:
     def _publish(self, served: Served, engine: Engine) -> None:
         old = self._served.get(served.name)
         if old is not None:
-            self.metrics.model_info.remove(old.name, str(old.version), old.variant, old.provider)
+            self.metrics.model_info.remove(*old.info_labels())
         self._engines[served.name] = engine
         self._served[served.name] = served
         self._refused.pop((served.name, served.version), None)
-        self.metrics.model_info.labels(served.name, str(served.version), served.variant, served.provider).set(
-            1
-        )
+        self.metrics.model_info.labels(*served.info_labels()).set(1)
         self.metrics.reloads.labels(served.name, "ok").inc()
 
     # -- start-up ------------------------------------------------------------------------------------

@@ -23,10 +23,13 @@ def test_shipped_recipes_validate(name: str) -> None:
     assert recipe.name == name
     assert set(recipe.profiles) == {"quick", "full"}
     assert recipe.variants == ["fp32", "fp16", "int8", "int8-static"]
-    # Compression in both profiles: at least a distilled student in quick, and more forms in full.
+    # Compression in both profiles: a pruned form in quick; in full that one, a 3-layer student
+    # and a pruned 3-layer student.
     quick, full = recipe.compress.forms_for("quick"), recipe.compress.forms_for("full")
-    assert any(f.layers == 3 for f in quick) and len(full) >= len(quick)
-    assert any(f.heads or f.ffn for f in full)
+    assert [f.name for f in quick] == ["pruned-h8-f512"] and quick[0].heads and quick[0].ffn
+    assert {f.name for f in quick} < {f.name for f in full}
+    assert any(f.layers == 3 and not f.heads for f in full)
+    assert any(f.layers == 3 and f.heads and f.ffn for f in full)
     assert recipe.policy.min_relative_quality == recipe.gate.min_relative_quality == 0.97
 
 

@@ -74,7 +74,7 @@ def test_served_model_version_variant_and_provider(dashboard: dict[str, Any]) ->
     panel = _panel(dashboard, "served model")
     (expr,) = _exprs(panel)
     assert "slimserve_model_info" in expr
-    for label in ("model", "version", "variant", "provider"):
+    for label in ("model", "version", "variant", "provider", "form", "layers", "parameters"):
         assert label in expr
     assert panel["type"] == "table"
 

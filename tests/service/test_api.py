@@ -210,10 +210,18 @@ def test_metrics_cover_the_contract(server: Server) -> None:
     assert any(s.labels == {"endpoint": "/v1/sentiment", "model": "sentiment", "code": "200"} for s in ok)
     # An unknown model name never becomes a label value.
     assert not any("nope" in v for s in ok for v in s.labels.values())
-    info = families["slimserve_model_info"].samples
-    assert {"model": "intent", "version": "1", "variant": "int8", "provider": "CPUExecutionProvider"} in [
-        s.labels for s in info
-    ]
+    info = {s.labels["model"]: s.labels for s in families["slimserve_model_info"].samples}
+    # A version-1 manifest names no precision or architecture: those labels stay empty.
+    assert info["intent"] == {
+        "model": "intent",
+        "version": "1",
+        "variant": "int8",
+        "provider": "CPUExecutionProvider",
+        "form": "teacher",
+        "precision": "",
+        "layers": "",
+        "parameters": "",
+    }
 
 
 FAST_PATH_CASES: list[tuple[str, dict[str, str], bytes]] = [

@@ -146,7 +146,8 @@ def test_the_recommended_variant_is_served_by_default(tmp_path: Path, make_serve
     scores = direct_scores(directory, "l3-int8", text)
     assert body["results"][0]["score"] == pytest.approx(max(scores), abs=1e-5)
     assert max(direct_scores(directory, "fp32", text)) != pytest.approx(max(scores), abs=1e-5)
-    assert srv.metric("slimserve_model_info", {"model": "sentiment", "variant": "l3-int8"}) == 1
+    labels = {"model": "sentiment", "variant": "l3-int8", "form": "l3", "precision": "int8", "layers": "3"}
+    assert srv.metric("slimserve_model_info", labels | {"parameters": str(arch(3)["parameters"])}) == 1
 
 
 def test_best_globally_and_a_per_model_override(tmp_path: Path, make_server: Any) -> None:
