@@ -185,6 +185,13 @@ def markdown(manifest: Manifest, plot_name: str | None = SVG) -> str:
         markdown_table(manifest),
         "",
     ]
+    # The build keeps the gate's reasons in the manifest (an extra field): a variant it did not
+    # publish still belongs on the page, with the figure that kept it out.
+    refused = getattr(manifest, "refused", None) or {}
+    if refused:
+        parts += ["Not published (refused by the quality gate):", ""]
+        parts += [f"- `{name}`: {reason}" for name, reason in refused.items()]
+        parts.append("")
     if plot_name:
         parts += [f"![{headline_metric(manifest.task)} against batch-32 throughput]({plot_name})", ""]
     return "\n".join(parts)

@@ -133,6 +133,15 @@ def test_write_report_writes_the_table_a_png_and_an_svg(tmp_path: Path) -> None:
     assert [p.name for p in written] == ["report.md", "frontier.png", "frontier.svg"]
     text = (tmp_path / "report.md").read_text()
     assert "| l3-int8 " in text and "frontier.svg" in text and "0.97 x teacher 0.9070" in text
+    assert "refused" not in text  # nothing was
+
+
+def test_the_report_lists_what_the_gate_refused(tmp_path: Path) -> None:
+    reason = "accuracy 0.8349 is under 97% of the fp32 teacher's 0.9070"
+    write_report(manifest(refused={"l2-int8": reason}), tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert f"- `l2-int8`: {reason}" in text.split("refused by the quality gate")[1]
+    assert "| l2-int8 " not in text  # not a published row
     assert (tmp_path / "frontier.png").read_bytes()[:8] == PNG_MAGIC
     root = ET.parse(tmp_path / "frontier.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
