@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from slimserve.bench.cli import report
+from slimserve.bench.harness import Phase
 
 from tests.tiny import build_tiny_store
 
@@ -71,3 +73,23 @@ def test_bench_rejects_a_store_without_the_model(tiny_store: Path, data_dir: Pat
     )  # fmt: skip
     assert done.returncode == 2
     assert "no model 'ner'" in done.stderr
+
+
+def test_the_report_compares_each_server_with_the_baseline_and_the_first_variant_with_the_others() -> None:
+    def phase(server: str, rps: float, p50: float, p99: float) -> Phase:
+        return Phase(server, 32, int(rps * 10), 0, 10.0, rps, p50, p50, p99, 150.0)
+
+    text = report(
+        [
+            phase("slimserve recommended", 800.0, 30.0, 60.0),
+            phase("slimserve int8", 400.0, 60.0, 90.0),
+            phase("baseline fp32", 40.0, 600.0, 900.0),
+        ],
+        {},
+        [],
+    )
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines()}
+    assert "| 20.00x | 20.00x | 15.00x |" in rows[("slimserve recommended", "baseline fp32", "32")]
+    assert "| 10.00x | 10.00x | 10.00x |" in rows[("slimserve int8", "baseline fp32", "32")]
+    assert "| 2.00x | 2.00x | 1.50x |" in rows[("slimserve recommended", "slimserve int8", "32")]
+    assert ("slimserve int8", "slimserve recommended", "32") not in rows
