@@ -100,7 +100,7 @@ class Metrics:
         self.model_info = Gauge(
             "slimserve_model_info",
             "The version, variant and execution provider served per model (value 1), with the variant's "
-            "form, precision, layers and parameters (empty when a version-1 manifest does not say).",
+            "form, precision, layers and parameters (layers and parameters empty for a version-1 manifest).",
             list(MODEL_INFO_LABELS),
             registry=r,
         )

@@ -64,7 +64,7 @@ class Served:
             self.variant,
             self.provider,
             variant.form,
-            variant.precision or "",
+            store.precision_of(self.variant, variant) or "",
             str(arch.layers) if arch else "",
             str(arch.parameters) if arch else "",
         )

@@ -211,14 +211,15 @@ def test_metrics_cover_the_contract(server: Server) -> None:
     # An unknown model name never becomes a label value.
     assert not any("nope" in v for s in ok for v in s.labels.values())
     info = {s.labels["model"]: s.labels for s in families["slimserve_model_info"].samples}
-    # A version-1 manifest names no precision or architecture: those labels stay empty.
+    # A version-1 manifest names no architecture (those labels stay empty); its variant's name is
+    # its precision.
     assert info["intent"] == {
         "model": "intent",
         "version": "1",
         "variant": "int8",
         "provider": "CPUExecutionProvider",
         "form": "teacher",
-        "precision": "",
+        "precision": "int8",
         "layers": "",
         "parameters": "",
     }
