@@ -1,6 +1,11 @@
 """The latency probe: every variant timed in one process, interleaved round by round on the same
 padded batches (batch 1 and batch 32 of evaluation rows), so that the figures compare variants
-under the same machine load rather than measure the load at different moments."""
+under the same machine load rather than measure the load at different moments.
+
+The sessions do not spin (as served: ``ort_spin`` is off by default). With spinning on, the idle
+threads of the variant that just ran busy-wait through the next variant's run, and on 2 cores that
+cost the small variants most: it measured the 3-layer int8 student at 1.43-1.52x the int8 teacher
+where it runs 1.8-2.0x alone or without spinning (docs/BENCHMARKS.md, "Compression")."""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ def probe(
     paths: Mapping[str, Path], data: EvalBatches, repeats: int = 10, threads: int = 0, pad_id: int = 0
 ) -> dict[str, dict[str, float]]:
     """Median milliseconds per run: ``{variant: {"batch_1": ms, "batch_32": ms}}``."""
-    runners = {name: OnnxRunner(path, intra_op_threads=threads) for name, path in paths.items()}
+    runners = {name: OnnxRunner(path, intra_op_threads=threads, spin=False) for name, path in paths.items()}
     out: dict[str, dict[str, float]] = {name: {} for name in runners}
-    for size, rounds in ((1, repeats), (32, max(3, repeats // 3))):
+    for size, rounds in ((1, repeats), (32, repeats)):
         batch = pad(data.encodings[:size], pad_id)
         inputs = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
         for runner in runners.values():
