@@ -62,19 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=10, help="rounds per batch size in one probe run")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: every core)")
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="let the sessions' idle threads spin, as the build's probe did before it was corrected: "
+        "shows how much that cost the small variants",
+    )
     args = parser.parse_args(argv)
 
     directory = _version_dir(args.store, args.name, args.version)
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     evaluation, pad_id = _evaluation(directory, manifest, args.data_dir)
     paths = {name: directory / v["file"] for name, v in manifest["variants"].items()}
-    runs = [probe(paths, evaluation, args.repeats, args.threads, pad_id) for _ in range(args.runs)]
+    runs = [probe(paths, evaluation, args.repeats, args.threads, pad_id, args.spin) for _ in range(args.runs)]
 
     def ratio(run: dict[str, dict[str, float]], name: str) -> float:
         return run[REFERENCE]["batch_32"] / run[name]["batch_32"] if REFERENCE in run else float("nan")
 
     recorded = {name: (v.get("latency_ms") or {}).get("batch_32") for name, v in manifest["variants"].items()}
-    print(f"{args.name} v{directory.name}: {args.runs} probe runs of {args.repeats} rounds; b32 = batch 32")
+    spinning = ", sessions spinning" if args.spin else ""
+    print(
+        f"{args.name} v{directory.name}: {args.runs} probe runs of {args.repeats} rounds{spinning}; "
+        "b32 = batch 32"
+    )
     print()
     head = ["variant", "b1 ms", "b32 seq/s", *(f"run {i + 1} x {REFERENCE}" for i in range(args.runs))]
     print("| " + " | ".join([*head, f"median x {REFERENCE}", "manifest b32 seq/s"]) + " |")

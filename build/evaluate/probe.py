@@ -20,10 +20,16 @@ from slimserve.service.engine.tokenizer import pad
 
 
 def probe(
-    paths: Mapping[str, Path], data: EvalBatches, repeats: int = 10, threads: int = 0, pad_id: int = 0
+    paths: Mapping[str, Path],
+    data: EvalBatches,
+    repeats: int = 10,
+    threads: int = 0,
+    pad_id: int = 0,
+    spin: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Median milliseconds per run: ``{variant: {"batch_1": ms, "batch_32": ms}}``."""
-    runners = {name: OnnxRunner(path, intra_op_threads=threads, spin=False) for name, path in paths.items()}
+    """Median milliseconds per run: ``{variant: {"batch_1": ms, "batch_32": ms}}``; ``spin`` only to
+    reproduce the old, biased measurement (bench/probe.py --spin)."""
+    runners = {name: OnnxRunner(path, intra_op_threads=threads, spin=spin) for name, path in paths.items()}
     out: dict[str, dict[str, float]] = {name: {} for name in runners}
     for size, rounds in ((1, repeats), (32, repeats)):
         batch = pad(data.encodings[:size], pad_id)
