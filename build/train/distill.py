@@ -76,7 +76,7 @@ def distill(
 
     def objective(model: torch.nn.Module, batch: Batch, idx: np.ndarray) -> torch.Tensor:
         out = forward(model, batch, output_hidden_states=loss.hidden_mse > 0)
-        logits = out.logits
+        logits = out.logits.float()  # bf16 under autocast: the soft targets need fp32's range
         gold = label_tensor(targets, idx, batch, token_level)
         teacher_out = _soft_targets(soft, idx, tuple(logits.shape))
         if token_level:

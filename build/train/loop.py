@@ -2,7 +2,8 @@
 
 Dynamic padding over length-grouped batches (each batch padded to its own longest row), AdamW
 (fused: about a quarter of the step time on this CPU), linear warm-up then linear decay, gradient
-clipping, seeded shuffling, evaluation after every epoch and the best epoch kept.
+clipping, seeded shuffling, evaluation after every epoch and the best epoch kept. Two cheaper
+settings for quick profiles: bfloat16 autocast and frozen word embeddings (``TrainSpec``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively; elsewhere autocast would emulate it, slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def train(
     model: torch.nn.Module,
     encodings: list[Any],
@@ -70,7 +77,16 @@ def train(
     def decays(name: str, p: torch.nn.Parameter) -> bool:
         return p.ndim >= 2 and "LayerNorm" not in name
 
-    params = list(model.named_parameters())
+    frozen: list[torch.nn.Parameter] = []
+    if spec.freeze_word_embeddings:
+        words = model.get_input_embeddings().weight
+        if words.requires_grad:
+            words.requires_grad_(False)
+            frozen.append(words)
+    autocast = spec.compute == "bf16" and bf16_supported()
+    if spec.compute == "bf16" and not autocast:
+        tqdm.write(f"{desc}: this CPU has no native bfloat16; training in fp32")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
             {"params": [p for n, p in params if decays(n, p)], "weight_decay": spec.weight_decay},
@@ -102,7 +118,8 @@ def train(
             for idx in length_grouped_batches(lengths, spec.batch_size, rng):
                 if step >= total:
                     break
-                loss = objective(model, pad([encodings[i] for i in idx], pad_id), idx)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = objective(model, pad([encodings[i] for i in idx], pad_id), idx)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -128,6 +145,8 @@ def train(
                 best_state = copy.deepcopy(model.state_dict()) if spec.epochs > 1 else None
     finally:
         bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
     if best_state is not None and result.best_epoch != len(result.history):
         model.load_state_dict(best_state)
     model.eval()
