@@ -56,12 +56,13 @@ class TrainSpec(_Strict):
     compute: Literal["fp32", "bf16"] = Field(
         default="fp32",
         description="bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay "
-        "fp32), ~1.3x a step on a CPU with AVX-512 BF16; fp32 where the CPU lacks it",
+        "fp32), 1.7x a step measured on a CPU with AVX-512 BF16 (bench/train_step.py); fp32 where the "
+        "CPU lacks it",
     )
     freeze_word_embeddings: bool = Field(
         default=False,
         description="leave the word-embedding matrix (half of MiniLM's parameters) out of the optimizer: "
-        "no gradient or AdamW update for it, ~1.1x a step",
+        "no gradient or AdamW update for it, a few percent more on top of bf16 (bench/train_step.py)",
     )
 
 
