@@ -375,12 +375,15 @@ def _compress(
     out: dict[str, dict[str, Any]] = {}
     for form in forms:
         tick = time.perf_counter()
+        loss = form.distill or recipe.compress.distill
         student = make_student(teacher, form, importance)
         say(
             f"[{recipe.name}] form {form.name}: layers {student.layer_map}"
             + (f", {form.heads} heads" if form.heads else "")
             + (f", FFN {form.ffn}" if form.ffn else "")
-            + f"; distilling ({spec.epochs} epoch(s), {len(encodings)} rows)"
+            + f"; distilling ({spec.epochs} epoch(s), {len(encodings)} rows"
+            + (f", hidden-state MSE x {loss.hidden_mse}" if loss.hidden_mse else "")
+            + ")"
         )
         result = distill(
             student.model,
@@ -390,7 +393,7 @@ def _compress(
             soft,
             recipe,
             spec,
-            recipe.compress.distill,
+            loss,
             evaluation,
             layer_map=student.layer_map,
             desc=f"distill {recipe.name}/{form.name}",
@@ -401,6 +404,7 @@ def _compress(
             "layer_map": student.layer_map,
             "heads_kept": student.heads_kept,
             "neurons_kept_count": [len(n) for n in student.neurons_kept] if student.neurons_kept else None,
+            "distill": loss.model_dump(),
             "train_examples": len(encodings),
             "steps": result.steps,
             "best_epoch": result.best_epoch,

@@ -110,6 +110,9 @@ class FormSpec(_Strict):
     heads: int | None = Field(default=None, ge=1, description="attention heads kept per layer")
     ffn: int | None = Field(default=None, ge=1, description="FFN intermediate neurons kept per layer")
     precisions: list[PrecisionName] = Field(default_factory=lambda: ["fp32", "fp16", "int8"], min_length=1)
+    distill: DistillSpec | None = Field(
+        default=None, description="this form's distillation loss; default: the block's `compress.distill`"
+    )
     profiles: list[Profile] = Field(
         default_factory=lambda: ["quick", "full"], description="the build profiles that make this form"
     )

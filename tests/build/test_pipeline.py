@@ -278,7 +278,14 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
         compress={
             "forms": [
                 {"name": "l1", "layers": 1},
-                {"name": "l1-h2-f32", "layers": 1, "heads": 2, "ffn": 32, "precisions": ["fp32", "int8"]},
+                {
+                    "name": "l1-h2-f32",
+                    "layers": 1,
+                    "heads": 2,
+                    "ffn": 32,
+                    "precisions": ["fp32", "int8"],
+                    "distill": {"temperature": 1.0, "hidden_mse": 0.5},  # its own loss
+                },
                 {"name": "big", "ffn": 48, "profiles": ["full"]},  # not in the quick profile
             ],
             "training": {"quick": {"epochs": 15, "learning_rate": 3e-3, "batch_size": 8}},
@@ -319,6 +326,8 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
     forms = manifest.build["forms"]  # type: ignore[attr-defined]
     assert set(forms) == {"l1", "l1-h2-f32"} and forms["l1"]["layer_map"] == [1]
     assert len(forms["l1-h2-f32"]["heads_kept"][0]) == 2
+    assert forms["l1"]["distill"] == {"temperature": 2.0, "alpha": 0.5, "hidden_mse": 0.0}
+    assert forms["l1-h2-f32"]["distill"] == {"temperature": 1.0, "alpha": 0.5, "hidden_mse": 0.5}
     # The build's frontier report lands beside the manifest; every published file is checksummed.
     assert {"report.md", "frontier.png", "frontier.svg"} <= {p.name for p in result.path.iterdir()}
     verify_checksums(result.path, manifest)
