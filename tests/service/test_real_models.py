@@ -51,9 +51,15 @@ def test_real_models_serve_what_the_runner_computes(tiny_store: Path, make_serve
         r = httpx.post(srv.url + path, json={"inputs": TEXTS, "top_k": 2}, timeout=60)
         assert r.status_code == 200, r.text
         expected = direct(directory, info["variant"], TEXTS, 2)
+        # Dynamic int8 quantizes activations with one scale per tensor, that is per batch: the server
+        # runs these texts batched and padded, `direct` one by one, so an int8 score may move in the
+        # fourth decimal (1.2e-4 seen on an AVX2-only CPU). fp32 and fp16 agree to rounding.
+        variant = store.read_manifest(directory).variants[info["variant"]]
+        precision = store.precision_of(info["variant"], variant)
+        tolerance = 2e-3 if precision in ("int8", "int8-static") else 1e-4
         for got, want in zip(r.json()["results"], expected, strict=True):
             assert got["label"] == want.label
-            assert got["score"] == pytest.approx(want.score, abs=1e-4)
+            assert got["score"] == pytest.approx(want.score, abs=tolerance)
             assert [t["label"] for t in got["top"]] == [t.label for t in want.top]
 
 
