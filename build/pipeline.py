@@ -293,7 +293,7 @@ def run_build(
                 max_seq_len=recipe.max_seq_len,
                 base_model=recipe.base_model,
                 data=DataInfo(source=dataset.source, sha256=dataset.sha256),
-                recipe={"profile": profile, **recipe.model_dump(mode="json")},
+                recipe={"profile": profile, **recipe.model_dump(mode="json", by_alias=True)},
                 created_at=datetime.now(UTC),
                 variants=variants,
                 reference_metrics=reference,
@@ -338,7 +338,7 @@ def _compress(
 ) -> dict[str, dict[str, Any]]:
     """Make and train every compressed form's PyTorch model. Returns per form its trained model
     (under ``"model"``) and what the manifest records of its training."""
-    from slimserve.build.compress.forms import make_student, needs_importance
+    from slimserve.build.compress.forms import Student, make_student, needs_importance, prune_student
     from slimserve.build.compress.prune import measure_importance
     from slimserve.build.train.distill import distill, teacher_logits
     from slimserve.build.train.finetune import gold_targets, label_tensor
@@ -357,28 +357,36 @@ def _compress(
     tick = time.perf_counter()
     say(f"[{recipe.name}] teacher logits on {len(encodings)} training rows (computed once for every form)")
     soft = teacher_logits(teacher, encodings, tokenizer.pad_id)
+    rng = np.random.default_rng(recipe.seed + 2)
+    rows = rng.choice(
+        len(encodings), size=min(recipe.compress.importance_rows, len(encodings)), replace=False
+    )
+    token_level = recipe.task == TOKEN_CLASSIFICATION
+    importance_batches = []
+    for start in range(0, len(rows), 32):
+        idx = rows[start : start + 32]
+        batch = pad([encodings[i] for i in idx], tokenizer.pad_id)
+        importance_batches.append((batch, label_tensor(targets, idx, batch, token_level)))
     importance = None
     if needs_importance(forms):
-        rng = np.random.default_rng(recipe.seed + 2)
-        rows = rng.choice(
-            len(encodings), size=min(recipe.compress.importance_rows, len(encodings)), replace=False
-        )
-        token_level = recipe.task == TOKEN_CLASSIFICATION
-        batches = []
-        for start in range(0, len(rows), 32):
-            idx = rows[start : start + 32]
-            batch = pad([encodings[i] for i in idx], tokenizer.pad_id)
-            batches.append((batch, label_tensor(targets, idx, batch, token_level)))
         say(f"[{recipe.name}] head and neuron importance on {len(rows)} training rows")
-        importance = measure_importance(teacher, batches)
+        importance = measure_importance(teacher, importance_batches)
     shared = time.perf_counter() - tick
     out: dict[str, dict[str, Any]] = {}
+    students: dict[str, Student] = {}
     for form in forms:
         tick = time.perf_counter()
         loss = form.distill or recipe.compress.distill
-        student = make_student(teacher, form, importance)
+        if form.from_form is None:
+            student = make_student(teacher, form, importance)
+        else:
+            base = students[form.from_form]
+            say(f"[{recipe.name}] form {form.name}: importance measured on its base, {form.from_form}")
+            student = prune_student(base, form, measure_importance(base.model, importance_batches))
+        students[form.name] = student
         say(
             f"[{recipe.name}] form {form.name}: layers {student.layer_map}"
+            + (f", from {form.from_form}" if form.from_form else "")
             + (f", {form.heads} heads" if form.heads else "")
             + (f", FFN {form.ffn}" if form.ffn else "")
             + f"; distilling ({spec.epochs} epoch(s), {len(encodings)} rows"
@@ -402,6 +410,7 @@ def _compress(
         out[form.name] = {
             "model": student.model,
             "layer_map": student.layer_map,
+            "from": form.from_form,
             "heads_kept": student.heads_kept,
             "neurons_kept_count": [len(n) for n in student.neurons_kept] if student.neurons_kept else None,
             "distill": loss.model_dump(),

@@ -97,10 +97,20 @@ class DistillSpec(_Strict):
 class FormSpec(_Strict):
     """One compressed form of the fine-tuned teacher. ``layers`` makes a shallower student
     (distillation); ``heads`` / ``ffn`` prune every layer to that many attention heads / FFN
-    neurons (structured, physical); both combine. Every form is trained by distillation from the
-    teacher (for a pruned form, that is its recovery)."""
+    neurons (structured, physical); both combine. ``from`` starts from another form's trained
+    student instead of the teacher and prunes it further, with the importance measured on that
+    student (whose units no longer play the roles they played in the teacher). Every form is
+    trained by distillation from the teacher (for a pruned form, that is its recovery)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=40)
+    from_form: str | None = Field(
+        default=None,
+        alias="from",
+        description="an earlier form whose trained student this one prunes further (its depth is kept); "
+        "default: the teacher",
+    )
     layers: int | None = Field(default=None, ge=1, description="student depth; None keeps the teacher's")
     layer_map: list[int] | None = Field(
         default=None,
@@ -121,6 +131,14 @@ class FormSpec(_Strict):
     def _consistent(self) -> FormSpec:
         if self.layers is None and self.heads is None and self.ffn is None:
             raise ValueError(f"form {self.name!r}: set at least one of layers, heads, ffn")
+        if self.from_form is not None:
+            if self.layers is not None or self.layer_map is not None:
+                raise ValueError(
+                    f"form {self.name!r}: a form made `from` another keeps its depth; "
+                    "set heads or ffn, not layers"
+                )
+            if self.from_form == self.name:
+                raise ValueError(f"form {self.name!r}: `from` names the form itself")
         if self.layer_map is not None:
             if self.layers is None or len(self.layer_map) != self.layers:
                 raise ValueError(f"form {self.name!r}: layer_map needs `layers` entries")
@@ -154,6 +172,19 @@ class CompressSpec(_Strict):
         clash = sorted(set(names) & set(VARIANTS))
         if clash:
             raise ValueError(f"forms: {clash} would clash with the teacher's variant names")
+        for i, form in enumerate(self.forms):
+            if form.from_form is None:
+                continue
+            base = next((f for f in self.forms[:i] if f.name == form.from_form), None)
+            if base is None:
+                raise ValueError(
+                    f"form {form.name!r}: `from: {form.from_form}` must name a form listed before it"
+                )
+            missing = sorted(set(form.profiles) - set(base.profiles))
+            if missing:
+                raise ValueError(
+                    f"form {form.name!r}: its base {base.name!r} is not built in profile(s) {missing}"
+                )
         return self
 
     def forms_for(self, profile: str) -> list[FormSpec]:

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 from slimserve.build.compress.architecture import describe, encoder_layers
-from slimserve.build.compress.forms import make_student
+from slimserve.build.compress.forms import make_student, prune_student
 from slimserve.build.compress.prune import Importance, measure_importance, prune
 from slimserve.build.compress.student import default_layer_map
 from slimserve.build.convert.export import export
@@ -149,6 +149,49 @@ def test_importance_ranks_a_silenced_head_last(teacher: tuple[torch.nn.Module, P
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_form_made_from_another_prunes_its_trained_student(teacher: tuple[torch.nn.Module, Path]) -> None:
+    """A cascade: the base student (1 layer, 3 heads) is pruned again by an importance measured on
+    the student itself; the result keeps the base's depth, records teacher indices, and equals the
+    teacher cut once with those indices (the base is untrained here, so its weights are the teacher's)."""
+    model, tokenizer_json = teacher
+    rng = np.random.default_rng(1)
+    teacher_importance = Importance(
+        heads=[rng.random(HEADS) for _ in range(2)], neurons=[rng.random(FFN) for _ in range(2)]
+    )
+    base = make_student(model, FormSpec(name="b", layers=1, heads=3), teacher_importance)
+    assert base.layer_map == [1] and len(base.heads_kept[0]) == 3  # type: ignore[index]
+    # A silenced head of the student is what the student's own importance drops first.
+    silenced = 1
+    with torch.no_grad():
+        encoder_layers(base.model)[0].attention.output.dense.weight[
+            :, silenced * HEAD_DIM : (silenced + 1) * HEAD_DIM
+        ] = 0
+    labels = torch.tensor([1, 0, 1, 0, 0])
+    student_importance = measure_importance(base.model, [(_batch(tokenizer_json), labels)])
+    cascade = prune_student(base, FormSpec(name="c", **{"from": "b"}, heads=2, ffn=16), student_importance)
+    assert cascade.layer_map == [1]
+    arch = describe(cascade.model, 128)
+    assert (arch.layers, arch.heads, arch.ffn) == (1, [2], [16])
+    assert describe(base.model, 128).heads == [3]  # the base student is left as it was
+    kept_heads = cascade.heads_kept[0]  # type: ignore[index]
+    assert base.heads_kept[0][silenced] not in kept_heads  # type: ignore[index]
+    assert set(kept_heads) < set(base.heads_kept[0])  # type: ignore[index]  # teacher head indices
+    assert len(cascade.neurons_kept[0]) == 16  # type: ignore[index]
+    # The same cut made in one step from the teacher, with the composed indices, gives the same model.
+    onehot = [np.zeros(HEADS), np.zeros(HEADS)]
+    onehot[1][kept_heads] = 1
+    ffn_onehot = [np.zeros(FFN), np.zeros(FFN)]
+    ffn_onehot[1][cascade.neurons_kept[0]] = 1  # type: ignore[index]
+    direct = make_student(
+        model, FormSpec(name="d", layers=1, heads=2, ffn=16), Importance(heads=onehot, neurons=ffn_onehot)
+    )
+    # (The silenced head's weights went with it: what is left is the teacher's.)
+    assert direct.heads_kept == cascade.heads_kept and direct.neurons_kept == cascade.neurons_kept
+    assert np.allclose(
+        _logits(direct.model, tokenizer_json), _logits(cascade.model, tokenizer_json), atol=1e-5
+    )
+
+
 def test_static_int8_has_qdq_nodes_and_runs(teacher: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
     model, tokenizer_json = teacher
     raw = export(model, tmp_path / "raw.onnx")
@@ -204,6 +247,12 @@ def test_recipe_refuses_inconsistent_forms(tiny_base: Path) -> None:
         recipe(forms=[{"name": "int8", "layers": 1}])
     with pytest.raises(RecipeError, match="duplicate"):
         recipe(forms=[{"name": "a", "layers": 1}, {"name": "a", "ffn": 8}])
+    with pytest.raises(RecipeError, match="must name a form listed before it"):
+        recipe(forms=[{"name": "b", "from": "a", "ffn": 8}, {"name": "a", "layers": 1}])
+    with pytest.raises(RecipeError, match="keeps its depth"):
+        recipe(forms=[{"name": "a", "layers": 1}, {"name": "b", "from": "a", "layers": 1, "ffn": 8}])
+    with pytest.raises(RecipeError, match="not built in profile"):
+        recipe(forms=[{"name": "a", "layers": 1, "profiles": ["full"]}, {"name": "b", "from": "a", "ffn": 8}])
 
 
 def _hidden_gap(student: torch.nn.Module, model: torch.nn.Module, batch, layer_map: list[int]) -> float:  # type: ignore[no-untyped-def]

@@ -287,6 +287,8 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
                     "distill": {"temperature": 1.0, "hidden_mse": 0.5},  # its own loss
                 },
                 {"name": "big", "ffn": 48, "profiles": ["full"]},  # not in the quick profile
+                # A cascade: the trained l1 student pruned again, by its own importance.
+                {"name": "l1-f24", "from": "l1", "ffn": 24, "precisions": ["fp32"]},
             ],
             "training": {"quick": {"epochs": 15, "learning_rate": 3e-3, "batch_size": 8}},
         },
@@ -302,6 +304,7 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
     assert "min_relative_quality" in manifest.refused["l1-fp32"]  # type: ignore[attr-defined]
     assert set(manifest.variants) == {
         "fp32", "int8", "int8-static", "l1-fp16", "l1-int8", "l1-h2-f32-fp32", "l1-h2-f32-int8",
+        "l1-f24-fp32",
     }  # fmt: skip
     teacher = manifest.variants["fp32"]
     assert teacher.metrics["accuracy"] >= 0.9
@@ -324,7 +327,11 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
         manifest.variants, "sequence-classification", teacher.metrics["accuracy"], 0.97
     )
     forms = manifest.build["forms"]  # type: ignore[attr-defined]
-    assert set(forms) == {"l1", "l1-h2-f32"} and forms["l1"]["layer_map"] == [1]
+    assert set(forms) == {"l1", "l1-h2-f32", "l1-f24"} and forms["l1"]["layer_map"] == [1]
+    assert forms["l1-f24"]["from"] == "l1" and forms["l1-f24"]["layer_map"] == [1]
+    assert forms["l1-f24"]["neurons_kept_count"] == [24] and forms["l1"]["from"] is None
+    cascade = manifest.variants["l1-f24-fp32"].architecture
+    assert (cascade.layers, cascade.ffn) == (1, [24])  # type: ignore[union-attr]
     assert len(forms["l1-h2-f32"]["heads_kept"][0]) == 2
     assert forms["l1"]["distill"] == {"temperature": 2.0, "alpha": 0.5, "hidden_mse": 0.0}
     assert forms["l1-h2-f32"]["distill"] == {"temperature": 1.0, "alpha": 0.5, "hidden_mse": 0.5}
