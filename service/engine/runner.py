@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -32,7 +33,28 @@ def gpu_available() -> bool:
 
     onnxruntime-gpu lists CUDAExecutionProvider even without a GPU, so listing is not enough:
     a tiny probe session tells (see ``OnnxRunner.provider``)."""
-    return CUDA in available_providers()
+    if CUDA not in available_providers():
+        return False
+    preload_cuda_libraries()
+    return True
+
+
+@functools.cache
+def preload_cuda_libraries() -> bool:
+    """Load the CUDA and cuDNN libraries of the ``nvidia-*`` pip packages, if any, before the first
+    CUDA session. onnxruntime-gpu installed from PyPI with them (``onnxruntime-gpu[cuda,cudnn]``)
+    otherwise finds them only through ``LD_LIBRARY_PATH`` and silently runs on CPU; in an image with
+    a system CUDA (docker/Dockerfile.gpu) the loader finds them anyway and this changes nothing.
+    Best effort: a failure is logged and ONNX Runtime reports the provider it really got."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is None:
+        return False
+    try:
+        preload(cuda=True, cudnn=True, msvc=False)
+    except Exception as exc:  # it raises whatever the loader raised
+        log.warning("onnxruntime.preload_dlls failed (%s); CUDA libraries come from the loader path", exc)
+        return False
+    return True
 
 
 class OnnxRunner:
@@ -58,6 +80,8 @@ class OnnxRunner:
             # the tokenizer and other processes on a small or shared CPU.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        if CUDA in providers:
+            preload_cuda_libraries()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own untyped errors
