@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from slimserve.bench.harness import ServerProcess, free_port, measure
 from slimserve.build.data.load import Examples
 from slimserve.build.evaluate.metrics import EvalBatches, parity, score
+from slimserve.build.evaluate.probe import interleaved_medians
 from slimserve.service import store as st
 from slimserve.service.engine import runner as rn
 from slimserve.service.engine.tokenizer import TextTokenizer, pad
@@ -94,17 +93,9 @@ def runtime(
         batch = pad(take, pad_id)
         inputs = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
         timed = {k: r for k, r in runners.items() if size <= 32 or k[1] == "cuda"}
-        for r in timed.values():
-            for _ in range(3):
-                r.run(*inputs)
-        times: dict[tuple[str, str], list[float]] = {k: [] for k in timed}
-        for _ in range(repeats if size <= 32 else max(3, repeats // 3)):
-            for k, r in timed.items():
-                start = time.perf_counter()
-                r.run(*inputs)
-                times[k].append((time.perf_counter() - start) * 1000)
-        for k, values in times.items():
-            rows[k][f"batch_{size}_ms"] = round(statistics.median(values), 3)
+        rounds = repeats if size <= 32 else max(3, repeats // 3)
+        for k, ms in interleaved_medians(timed, inputs, rounds, warmup=3).items():
+            rows[k][f"batch_{size}_ms"] = ms
     return list(rows.values())
 
 

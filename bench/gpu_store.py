@@ -17,7 +17,6 @@ recipe the manifest records, so the device needs no data mirror.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,14 +30,6 @@ from slimserve.build.evaluate.policy import recommend
 from slimserve.build.evaluate.verify import Candidate, verify_variant
 from slimserve.service import store as st
 from slimserve.service.engine.runner import OnnxRunner
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         report = verify_variant(Candidate(fp16_name, path, "fp16", form), task, labels, reference, data)
         variants[fp16_name] = {
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": st.sha256_file(path),
             "bytes": report.bytes,
             "metrics": report.metrics,
             "parity": {

@@ -13,10 +13,14 @@ import statistics
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 from slimserve.build.evaluate.metrics import EvalBatches
 from slimserve.service.engine.runner import OnnxRunner
 from slimserve.service.engine.tokenizer import pad
+
+K = TypeVar("K")
 
 
 def probe(
@@ -31,17 +35,27 @@ def probe(
     reproduce the old, biased measurement (bench/probe.py --spin)."""
     runners = {name: OnnxRunner(path, intra_op_threads=threads, spin=spin) for name, path in paths.items()}
     out: dict[str, dict[str, float]] = {name: {} for name in runners}
-    for size, rounds in ((1, repeats), (32, repeats)):
+    for size in (1, 32):
         batch = pad(data.encodings[:size], pad_id)
-        inputs = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        for runner in runners.values():
-            runner.run(*inputs)  # warm-up: first-run allocations stay out of the figures
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(rounds):
-            for name, runner in runners.items():
-                start = time.perf_counter()
-                runner.run(*inputs)
-                times[name].append((time.perf_counter() - start) * 1000)
-        for name, values in times.items():
-            out[name][f"batch_{size}"] = round(statistics.median(values), 3)
+        medians = interleaved_medians(
+            runners, (batch.input_ids, batch.attention_mask, batch.token_type_ids), repeats
+        )
+        for name, ms in medians.items():
+            out[name][f"batch_{size}"] = ms
     return out
+
+
+def interleaved_medians(
+    runners: Mapping[K, OnnxRunner], inputs: tuple[np.ndarray, ...], rounds: int, warmup: int = 1
+) -> dict[K, float]:
+    """Median milliseconds of one run of ``inputs`` per runner, the runners taking turns each round."""
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.run(*inputs)  # first-run allocations stay out of the figures
+    times: dict[K, list[float]] = {key: [] for key in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            start = time.perf_counter()
+            runner.run(*inputs)
+            times[key].append((time.perf_counter() - start) * 1000)
+    return {key: round(statistics.median(values), 3) for key, values in times.items()}
