@@ -33,10 +33,7 @@ def gpu_available() -> bool:
 
     onnxruntime-gpu lists CUDAExecutionProvider even without a GPU, so listing is not enough:
     a tiny probe session tells (see ``OnnxRunner.provider``)."""
-    if CUDA not in available_providers():
-        return False
-    preload_cuda_libraries()
-    return True
+    return CUDA in available_providers()
 
 
 @functools.cache
