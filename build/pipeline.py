@@ -182,19 +182,25 @@ def run_build(
     )
     # torch and transformers load only once the cheap checks above have passed.
     from slimserve.build.train.finetune import finetune
+    from slimserve.build.train.loop import TrainResult
     from slimserve.build.train.model_io import load_base, logits_of, save_pytorch
 
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=f"slimserve-build-{recipe.name}-") as tmp:
         work = Path(tmp)
-        model, tokenizer_json = load_base(recipe, work)
+        fine_tuned = recipe.fine_tuned_base(profile)
+        model, tokenizer_json = load_base(recipe, work, fine_tuned=fine_tuned)
         train_tok = TextTokenizer(tokenizer_json, recipe.window(profile))
         serve_tok = TextTokenizer(tokenizer_json, recipe.max_seq_len)
         evaluation = EvalBatches.served(serve_tok, recipe.task, list(recipe.labels), dataset.eval)
 
-        say(f"[{recipe.name}] fine-tune ({profile} profile)")
         tick = time.perf_counter()
-        tuned = finetune(model, train_tok, recipe, training, dataset.train, evaluation)
+        if fine_tuned:
+            say(f"[{recipe.name}] fine-tune: skipped ({profile}: epochs 0; the base model is the teacher)")
+            tuned = TrainResult(model=model, best_epoch=0)
+        else:
+            say(f"[{recipe.name}] fine-tune ({profile} profile)")
+            tuned = finetune(model, train_tok, recipe, training, dataset.train, evaluation)
         seconds["finetune"] = time.perf_counter() - tick
         pytorch_logits = {TEACHER: logits_of(model, evaluation)}
         pytorch_metrics = {TEACHER: score(recipe.task, recipe.labels, pytorch_logits[TEACHER], evaluation)}

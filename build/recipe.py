@@ -44,7 +44,12 @@ class DataSpec(_Strict):
 class TrainSpec(_Strict):
     """Fine-tuning settings of one profile."""
 
-    epochs: int = Field(default=1, ge=1)
+    epochs: int = Field(
+        default=1,
+        ge=0,
+        description="0 (teacher profiles only): `base_model` is already fine-tuned for these labels, in "
+        "this order; the build keeps its head and compresses, exports and verifies it without training",
+    )
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0.0)
     warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
@@ -233,7 +238,21 @@ class Recipe(_Strict):
             raise ValueError("labels: token classification needs 'O' as the first label")
         if self.compress.forms and "fp32" not in self.variants:
             raise ValueError("variants: compressed forms are gated against the teacher's fp32: keep it")
+        # A student always trains: it is cut from the teacher and recovers by distillation.
+        for profile, spec in self.compress.training.items():
+            if spec.epochs == 0:
+                raise ValueError(f"compress.training.{profile}.epochs: a student trains at least one epoch")
+        for profile in self.profiles:
+            if self.compress.forms_for(profile) and self.student_training(profile).epochs == 0:
+                raise ValueError(
+                    f"compress.training.{profile}: the forms of profile {profile!r} need epochs >= 1 "
+                    "(a teacher profile with epochs: 0 needs its own compress.training entry)"
+                )
         return self
+
+    def fine_tuned_base(self, profile: str) -> bool:
+        """The base model is used as the teacher as it is (profile epochs: 0)."""
+        return self.training(profile).epochs == 0
 
     def student_training(self, profile: str) -> TrainSpec:
         return self.compress.training.get(profile) or self.training(profile)  # type: ignore[call-overload]

@@ -1,6 +1,7 @@
-"""PyTorch model I/O for the build: resolve and load the base encoder with a fresh head, encode
-examples, compute logits, save a checkpoint. Everything that touches a Hugging Face model object
-goes through here, so the training, compression and export steps see plain ``torch.nn.Module``s.
+"""PyTorch model I/O for the build: resolve and load the base encoder (with a fresh head, or with
+the head it was already fine-tuned with), encode examples, compute logits, save a checkpoint.
+Everything that touches a Hugging Face model object goes through here, so the training,
+compression and export steps see plain ``torch.nn.Module``s.
 
 The base model is loaded with eager attention: the ONNX Runtime fusion only recognises that graph.
 """
@@ -42,8 +43,9 @@ def save_pytorch(model: torch.nn.Module, tokenizer_json: Path, directory: Path) 
     tokenizer.save_pretrained(str(directory))
 
 
-def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
-    """The base encoder with a new ``len(labels)``-way head, and a tokenizer.json in ``work``."""
+def load_base(recipe: Recipe, work: Path, fine_tuned: bool = False) -> tuple[torch.nn.Module, Path]:
+    """The base encoder and a tokenizer.json in ``work``: with a new ``len(labels)``-way head, or,
+    when ``fine_tuned``, with the head it was fine-tuned with (checked against the recipe's labels)."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
@@ -60,13 +62,16 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
     # The new head is initialised from torch's global generator: seed it, or rebuilds differ.
     torch.manual_seed(recipe.seed)
     try:
-        model = auto.from_pretrained(
-            source,
-            num_labels=len(recipe.labels),
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            attn_implementation="eager",
-        )
+        if fine_tuned:
+            model = _load_fine_tuned(auto, source, recipe)
+        else:
+            model = auto.from_pretrained(
+                source,
+                num_labels=len(recipe.labels),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                attn_implementation="eager",
+            )
         tokenizer_json = work / TOKENIZER
         shipped = Path(source) / TOKENIZER
         if shipped.is_file():
@@ -74,6 +79,8 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
         else:
             AutoTokenizer.from_pretrained(source).save_pretrained(str(work / "tokenizer"))
             shutil.copyfile(work / "tokenizer" / TOKENIZER, tokenizer_json)
+    except BaseModelError:
+        raise
     except Exception as exc:  # transformers raises OSError, ValueError, and its own types
         reason = " ".join(str(exc).split()).rstrip(".")
         raise BaseModelError(
@@ -82,6 +89,32 @@ def load_base(recipe: Recipe, work: Path) -> tuple[torch.nn.Module, Path]:
             f"{DEFAULT_BASE_MODEL!r}"
         ) from exc
     return model, tokenizer_json
+
+
+def _load_fine_tuned(auto: Any, source: str, recipe: Recipe) -> torch.nn.Module:
+    """A checkpoint used as the teacher without training. Its head must be the recipe's: the same
+    task and the same labels in the same order (a reordered head would serve wrong labels silently)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source)
+    where = f"base model {recipe.base_model!r} (profile epochs: 0 uses it as the fine-tuned teacher)"
+    kind = "ForTokenClassification" if recipe.task == TOKEN_CLASSIFICATION else "ForSequenceClassification"
+    if config.architectures and not any(a.endswith(kind) for a in config.architectures):
+        raise BaseModelError(
+            f"{where}: it is a {', '.join(config.architectures)}; the recipe's task {recipe.task!r} "
+            f"needs a *{kind} checkpoint"
+        )
+    head = [config.id2label[i] for i in range(config.num_labels)]
+    if head != list(recipe.labels):
+        raise BaseModelError(f"{where}: its head's labels are {head}, the recipe's {list(recipe.labels)}")
+    model, info = auto.from_pretrained(source, attn_implementation="eager", output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if "classifier" in k]
+    if missing:
+        raise BaseModelError(
+            f"{where}: it has no trained classification head (missing {', '.join(missing)}); "
+            "fine-tune it (epochs >= 1) instead"
+        )
+    return model  # type: ignore[no-any-return]
 
 
 def encode(tokenizer: TextTokenizer, task: Task, examples: Examples) -> list[Any]:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from slimserve.build import publish as publish_mod
-from slimserve.build.errors import GateError, PublishError
+from slimserve.build.errors import BaseModelError, GateError, PublishError
 from slimserve.build.evaluate.verify import VerifyConfig
 from slimserve.build.pipeline import BuildOptions, run_build
 from slimserve.build.recipe import parse_recipe
@@ -248,6 +249,50 @@ def test_a_rebuild_with_the_same_seed_is_identical(
     assert (first.version, second.version) == (1, 2)
     assert first.manifest.variants["fp32"].sha256 == second.manifest.variants["fp32"].sha256
     assert first.manifest.build["history"] == second.manifest.build["history"]  # type: ignore[attr-defined]
+
+
+def _fp32_logits(directory: Path, texts: list[str]) -> np.ndarray:
+    from slimserve.service.engine.tokenizer import TextTokenizer, pad
+
+    tokenizer = TextTokenizer(directory / "tokenizer.json", 32)
+    batch = pad(tokenizer.encode(texts), tokenizer.pad_id)
+    session = ort.InferenceSession(str(directory / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: getattr(batch, i.name) for i in session.get_inputs()}
+    return session.run(None, feeds)[0]  # type: ignore[no-any-return]
+
+
+def test_an_already_fine_tuned_base_with_epochs_0_is_the_teacher_as_it_is(
+    tiny_base: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    raw = tiny_recipe("sentiment", tiny_base, variants=["fp32"])
+    kept = BuildOptions(verify=QUIET.verify, say=QUIET.say, keep_pytorch=True)
+    first = run_build(parse_recipe(raw), "quick", store, tiny_data_dir, kept)
+    assert first.manifest.build["steps"] > 0  # type: ignore[attr-defined]
+
+    again = tiny_recipe("sentiment", first.path / "pytorch", variants=["fp32"])
+    again["profiles"]["quick"]["epochs"] = 0
+    second = run_build(parse_recipe(again), "quick", store, tiny_data_dir, QUIET)
+    assert second.version == 2
+    assert second.manifest.build["steps"] == 0 and second.manifest.build["history"] == []  # type: ignore[attr-defined]
+    # Its head was kept, not drawn afresh: the same weights answer the same.
+    texts = ["a gorgeous , witty film", "a tedious , joyless mess", "it is a film"]
+    np.testing.assert_allclose(
+        _fp32_logits(second.path, texts), _fp32_logits(first.path, texts), rtol=1e-4, atol=1e-5
+    )
+    assert second.manifest.variants["fp32"].metrics == first.manifest.variants["fp32"].metrics
+
+    # A head with other labels (or in another order), or none at all, is refused before any work.
+    checkpoint = first.path / "pytorch"
+    swapped = tiny_recipe("sentiment", checkpoint, variants=["fp32"], labels=["positive", "negative"])
+    swapped["profiles"]["quick"]["epochs"] = 0
+    with pytest.raises(BaseModelError, match=r"labels are \['negative', 'positive'\]"):
+        run_build(parse_recipe(swapped), "quick", store, tiny_data_dir, QUIET)
+    headless = tiny_recipe("sentiment", tiny_base, variants=["fp32"])
+    headless["profiles"]["quick"]["epochs"] = 0
+    with pytest.raises(BaseModelError, match="ForSequenceClassification"):
+        run_build(parse_recipe(headless), "quick", store, tiny_data_dir, QUIET)
+    assert sorted(p.name for p in (store / "sentiment").iterdir()) == ["1", "2"]
 
 
 def _memorisable_sst2(tmp_path: Path) -> Path:

@@ -43,7 +43,7 @@ def test_intent_recipe_has_77_distinct_intents() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "field"),
     [
-        (("profiles", "quick", "epochs"), 0, "profiles.quick.epochs"),
+        (("profiles", "quick", "epochs"), -1, "profiles.quick.epochs"),
         (("profiles", "quick", "learning_rat"), 1e-4, "profiles.quick.learning_rat"),
         (("task",), "summarization", "task"),
         (("max_seq_len",), 4096, "max_seq_len"),
@@ -83,6 +83,21 @@ def test_duplicate_labels_are_refused() -> None:
     raw = _valid()
     raw["labels"] = ["negative", "negative"]
     with pytest.raises(RecipeError, match="duplicate"):
+        parse_recipe(raw)
+
+
+def test_epochs_0_means_an_already_fine_tuned_teacher_but_students_always_train() -> None:
+    raw = _valid()
+    raw["profiles"]["full"]["epochs"] = 0
+    recipe = parse_recipe(raw)  # full's forms have their own compress.training entry
+    assert recipe.fine_tuned_base("full") and not recipe.fine_tuned_base("quick")
+    assert recipe.student_training("full").epochs >= 1
+    del raw["compress"]["training"]["full"]  # the forms would inherit the teacher's 0 epochs
+    with pytest.raises(RecipeError, match=r"compress\.training\.full.*epochs >= 1"):
+        parse_recipe(raw)
+    raw = _valid()
+    raw["compress"]["training"]["quick"]["epochs"] = 0
+    with pytest.raises(RecipeError, match="at least one epoch"):
         parse_recipe(raw)
 
 
