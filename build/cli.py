@@ -47,13 +47,16 @@ def build(
         typer.Option(
             "--keep-pytorch",
             help="Also publish the fine-tuned PyTorch model as <version>/pytorch/ (~90 MB, never served): "
-            "the weights `slimserve bench` gives its transformers baseline.",
+            "the weights `slimserve bench` gives its transformers baseline, and a `base_model` a later "
+            "build can compress without training it again (`epochs: 0`).",
         ),
     ] = False,
 ) -> None:
     """Fine-tune, compress, export, verify and publish one model version.
 
     Variants that lose more than the recipe's gate against the PyTorch model are not published.
+    A model already fine-tuned elsewhere: set `base_model` to its checkpoint directory and the
+    profile's `epochs: 0`; it is compressed and exported as it is (docs/build.md).
     Exit 1 with one message on stderr when anything fails; nothing is written to the store then."""
     if profile not in ("quick", "full"):
         raise typer.BadParameter("must be 'quick' or 'full'", param_hint="--profile")
