@@ -125,7 +125,7 @@ def create_app(
                 # Ready with nothing to serve is legal (models can arrive by reload or polling), but
                 # every model request will 404 until then: say so where operators look first.
                 log.warning("ready, but the store %s holds no model: requests answer 404", settings.store)
-            if settings.poll_interval_s > 0:
+            if settings.poll_interval_s > 0 and not registry.draining:
                 poll = asyncio.create_task(registry.poll(), name="store-poll")
                 poll.add_done_callback(_log_end)
                 tasks.append(poll)
@@ -136,6 +136,7 @@ def create_app(
         try:
             yield
         finally:
+            registry.draining = True  # a start-up still finishing starts no poll now
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

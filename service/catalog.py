@@ -58,9 +58,10 @@ class Catalog:
     async def _off_loop(self, what: str, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._pool, functools.partial(fn, *args)), self.timeout_s
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the scan finishes, and a cancelled poll or start-up would carry on.
+            async with asyncio.timeout(self.timeout_s):
+                return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
         except TimeoutError:
             raise ReloadFailed(
                 f"{what}: the store {self.settings.store} did not answer within {self.timeout_s:.0f} s",

@@ -108,6 +108,7 @@ class Registry:
         self.ready = False  # start-up done: requests are served (also while draining)
         self.draining = False  # SIGTERM received: /readyz answers 503 at once
         self.loading_error: str | None = None
+        self.closed = False  # close() called: engines stopped, no more store scans
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -350,6 +351,8 @@ class Registry:
         served ones (the highest that loads). Never ends on an error: each is logged."""
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
+            if self.closed:
+                return  # shut down: the catalog's scan thread is gone
             try:
                 await self.poll_once()
             except Exception:
@@ -392,6 +395,7 @@ class Registry:
 
     async def close(self, grace_s: float) -> None:
         self.draining = True
+        self.closed = True
         engines = list(self._engines.values())
         await asyncio.gather(*(e.stop(grace_s) for e in engines), *self._retiring)
         self.catalog.close()

@@ -1,5 +1,6 @@
 """Model lifecycle under bad files: start-up fallback, pins, polling that survives anything, reloads
-that answer 409 with the cause, store scans off the event loop, coalesced reloads."""
+that answer 409 with the cause, store scans off the event loop, coalesced reloads, and
+background work that ends with the server."""
 
 from __future__ import annotations
 
@@ -190,3 +191,78 @@ def test_a_background_task_that_dies_is_logged(
     with caplog.at_level("ERROR", logger="slimserve.service"):
         make_server(root, poll_interval_s=0.05)
         wait_for(lambda: any("store-poll died" in r.getMessage() for r in caplog.records))
+
+
+def test_polling_ends_with_the_registry(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from slimserve.service.metrics import Metrics
+    from slimserve.service.registry import Registry
+    from slimserve.service.settings import Settings
+
+    async def scenario() -> None:
+        settings = Settings(store=tmp_path, poll_interval_s=0.01)
+        with ThreadPoolExecutor(1) as pool:
+            registry = Registry(settings, Metrics(), pool, threading.BoundedSemaphore(1))
+            await registry.close(0)
+            # A poll still scheduled when the registry closed ends; it does not scan a closed catalog.
+            await asyncio.wait_for(registry.poll(), 5)
+
+    with caplog.at_level("ERROR", logger="slimserve.service"):
+        asyncio.run(scenario())
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_start_up_that_finishes_during_shutdown_starts_no_poll(
+    tmp_path: Path, make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from slimserve.service.registry import Registry
+
+    proceed = threading.Event()
+    polls: list[str] = []
+
+    async def slow_load_all(self: Registry) -> None:
+        # A start-up step that finishes even when cancelled (Python 3.11's wait_for could do this).
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, proceed.wait, 10)
+        except asyncio.CancelledError:
+            proceed.wait(10)
+
+    async def counted_poll(self: Registry) -> None:
+        polls.append("started")
+
+    monkeypatch.setattr(Registry, "load_all", slow_load_all)
+    monkeypatch.setattr(Registry, "poll", counted_poll)
+    root = tmp_path / "store"
+    fakestore.publish(root, "sentiment", 1, LABELS, seed=1)
+    srv: Server = make_server(root, ready=False, poll_interval_s=0.05)
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    time.sleep(0.2)  # the shutdown has begun and cancelled the start-up
+    proceed.set()
+    stopper.join(30)
+    assert not stopper.is_alive() and not srv.thread.is_alive()
+    assert polls == []
+
+
+def test_a_hung_store_scan_fails_as_transient_after_its_time_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from slimserve.service.catalog import Catalog
+    from slimserve.service.errors import ReloadFailed
+    from slimserve.service.settings import Settings
+
+    release = threading.Event()
+    monkeypatch.setattr(store, "versions", lambda *_a: release.wait(10) and [])
+    catalog = Catalog(Settings(store=tmp_path), timeout_s=0.2)
+    try:
+        with pytest.raises(ReloadFailed, match="did not answer within") as info:
+            asyncio.run(catalog.versions("sentiment"))
+        assert info.value.transient
+    finally:
+        release.set()
+        catalog.close()
