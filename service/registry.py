@@ -356,6 +356,8 @@ class Registry:
             try:
                 await self.poll_once()
             except Exception:
+                if self.closed:
+                    return  # closed while this scan ran
                 log.exception("polling the store failed; polling goes on")
 
     async def poll_once(self) -> None:
