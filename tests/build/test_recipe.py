@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from slimserve.build.errors import RecipeError
-from slimserve.build.recipe import load_recipe, parse_recipe
+from slimserve.build.recipe import FormSpec, load_recipe, parse_recipe
 
 RECIPES = Path(__file__).parents[2] / "build" / "recipes"
 
@@ -29,8 +29,13 @@ def test_shipped_recipes_validate(name: str) -> None:
     assert [f.name for f in quick] == ["pruned-h8-f512"] and quick[0].heads and quick[0].ffn
     assert {f.name for f in quick} < {f.name for f in full}
     depth = 4 if name == "ner" else 3
+    by_name = {f.name: f for f in full}
+
+    def layers(form: FormSpec) -> int | None:  # a form made `from` another has its base's depth
+        return form.layers if form.from_form is None else layers(by_name[form.from_form])
+
     assert any(f.layers == depth and not f.heads for f in full)
-    assert any(f.layers == depth and f.heads and f.ffn for f in full)
+    assert any(layers(f) == depth and f.heads and f.ffn for f in full)
     assert recipe.policy.min_relative_quality == recipe.gate.min_relative_quality == 0.97
 
 
