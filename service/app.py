@@ -136,7 +136,7 @@ def create_app(
         try:
             yield
         finally:
-            registry.draining = True  # a start-up still finishing starts no poll now
+            registry.start_draining()  # a start-up still finishing starts no poll now
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
