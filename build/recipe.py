@@ -69,6 +69,13 @@ class TrainSpec(_Strict):
         description="leave the word-embedding matrix (half of MiniLM's parameters) out of the optimizer: "
         "no gradient or AdamW update for it, a few percent more on top of bf16 (bench/train_step.py)",
     )
+    freeze_layers: int = Field(
+        default=0,
+        ge=0,
+        description="train only the layers above the embeddings and the first N encoder layers: nothing "
+        "below them needs a backward pass, so a step costs about (L + 2 (L - N)) / 3L of a full one "
+        "(bench/train_step.py); the frozen layers keep the base model's weights",
+    )
 
 
 class GateSpec(_Strict):

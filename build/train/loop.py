@@ -3,7 +3,8 @@
 Dynamic padding over length-grouped batches (each batch padded to its own longest row), AdamW
 (fused: about a quarter of the step time on this CPU), linear warm-up then linear decay, gradient
 clipping, seeded shuffling, evaluation after every epoch and the best epoch kept. Two cheaper
-settings for quick profiles: bfloat16 autocast and frozen word embeddings (``TrainSpec``).
+settings for quick profiles: bfloat16 autocast, frozen word embeddings and frozen lower layers
+(``TrainSpec``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from slimserve.build.errors import RecipeError
 from slimserve.build.recipe import TrainSpec
 from slimserve.service.engine.tokenizer import Batch, pad
 from tqdm import tqdm
@@ -54,6 +56,19 @@ def bf16_supported() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def frozen_below(model: torch.nn.Module, layers: int) -> list[torch.nn.Parameter]:
+    """The embeddings' and the first ``layers`` encoder layers' parameters: with none of them
+    trainable, autograd stops at the first trained layer and the backward pass below it is skipped."""
+    encoder = model.base_model.encoder.layer
+    if layers >= len(encoder):
+        raise RecipeError(
+            f"freeze_layers: {layers} would freeze all {len(encoder)} encoder layers; "
+            "keep at least one to train"
+        )
+    modules = [model.base_model.embeddings, *encoder[:layers]]
+    return [p for m in modules for p in m.parameters()]
+
+
 def train(
     model: torch.nn.Module,
     encodings: list[Any],
@@ -83,6 +98,10 @@ def train(
         if words.requires_grad:
             words.requires_grad_(False)
             frozen.append(words)
+    if spec.freeze_layers:
+        frozen.extend(p for p in frozen_below(model, spec.freeze_layers) if p.requires_grad)
+        for p in frozen:
+            p.requires_grad_(False)
     autocast = spec.compute == "bf16" and bf16_supported()
     if spec.compute == "bf16" and not autocast:
         tqdm.write(f"{desc}: this CPU has no native bfloat16; training in fp32")

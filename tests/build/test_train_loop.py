@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from slimserve.build.errors import RecipeError
 from slimserve.build.recipe import TrainSpec, parse_recipe
 from slimserve.build.train.loop import bf16_supported, train
 from slimserve.build.train.model_io import forward, load_base
@@ -55,6 +56,20 @@ def test_frozen_word_embeddings_stay_and_the_rest_trains(tiny_base: Path, tmp_pa
     assert words.requires_grad  # handed back trainable: the next form starts from a normal model
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert "classifier.weight" in changed and "bert.encoder.layer.0.attention.self.query.weight" in changed
+
+
+def test_frozen_lower_layers_stay_and_the_layers_above_train(tiny_base: Path, tmp_path: Path) -> None:
+    model, before, _ = _run(tiny_base, tmp_path, freeze_layers=1)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    below = {n for n in before if n.startswith(("bert.embeddings.", "bert.encoder.layer.0."))}
+    assert below and not changed & below
+    assert "bert.encoder.layer.1.attention.self.query.weight" in changed and "classifier.weight" in changed
+    assert all(p.requires_grad for p in model.parameters())  # handed back trainable
+
+
+def test_freezing_every_layer_is_refused(tiny_base: Path, tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="keep at least one"):
+        _run(tiny_base, tmp_path, freeze_layers=99)
 
 
 def test_word_embeddings_train_by_default(tiny_base: Path, tmp_path: Path) -> None:
