@@ -92,16 +92,13 @@ def train(
     def decays(name: str, p: torch.nn.Parameter) -> bool:
         return p.ndim >= 2 and "LayerNorm" not in name
 
-    frozen: list[torch.nn.Parameter] = []
+    # Only what is trainable now is frozen here, and only that is handed back trainable at the end.
+    candidates = frozen_below(model, spec.freeze_layers) if spec.freeze_layers else []
     if spec.freeze_word_embeddings:
-        words = model.get_input_embeddings().weight
-        if words.requires_grad:
-            words.requires_grad_(False)
-            frozen.append(words)
-    if spec.freeze_layers:
-        frozen.extend(p for p in frozen_below(model, spec.freeze_layers) if p.requires_grad)
-        for p in frozen:
-            p.requires_grad_(False)
+        candidates.append(model.get_input_embeddings().weight)
+    frozen = [p for p in dict.fromkeys(candidates) if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     autocast = spec.compute == "bf16" and bf16_supported()
     if spec.compute == "bf16" and not autocast:
         tqdm.write(f"{desc}: this CPU has no native bfloat16; training in fp32")
