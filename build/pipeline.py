@@ -212,14 +212,19 @@ def run_build(
             if "int8-static" in recipe.variants or any("int8-static" in f.precisions for f in forms)
             else []
         )
+        tick = time.perf_counter()
         candidates, fused_ops = _convert(
             model, TEACHER, list(recipe.variants), recipe, work, calibration, opts
         )
+        seconds["convert"] = time.perf_counter() - tick
         form_builds: dict[str, dict[str, Any]] = {}
         if forms:
+            tick = time.perf_counter()
             form_builds = _compress(
                 model, forms, recipe, profile, dataset.train, tokenizer_json, evaluation, say
             )
+            seconds["compress"] = time.perf_counter() - tick
+            tick = time.perf_counter()
             for form in forms:
                 student = form_builds[form.name].pop("model")
                 pytorch_logits[form.name] = logits_of(student, evaluation)
@@ -229,17 +234,21 @@ def run_build(
                 made, _ = _convert(student, form.name, list(form.precisions), recipe, work, calibration, opts)
                 candidates += made
                 del student
+            seconds["convert"] += time.perf_counter() - tick
         if opts.on_variants is not None:
             files = {c.name: c.path for c in candidates}
             opts.on_variants(files)
             candidates = [replace(c, path=files[c.name]) for c in candidates]
 
         say(f"[{recipe.name}] verify {', '.join(c.name for c in candidates)} through the serving runtime")
+        tick = time.perf_counter()
         reports = [
             verify_variant(c, recipe.task, recipe.labels, pytorch_logits[c.form], evaluation, opts.verify)
             for c in candidates
         ]
+        seconds["verify"] = time.perf_counter() - tick
         say(f"[{recipe.name}] latency probe: {len(reports)} variants interleaved in one process")
+        tick = time.perf_counter()
         latencies = probe(
             {r.name: r.path for r in reports},
             evaluation,
@@ -247,6 +256,7 @@ def run_build(
             opts.verify.intra_op_threads,
             serve_tok.pad_id,
         )
+        seconds["probe"] = time.perf_counter() - tick
         for r in reports:
             r.latency_ms = latencies[r.name]
         gate(reports, pytorch_metrics, recipe.task, recipe.gate)
@@ -327,7 +337,11 @@ def run_build(
         version, path = publish(store, recipe.name, write)
         manifest = read_manifest(path)
     total = time.perf_counter() - started
-    say(f"[{recipe.name}] published version {version} at {path} ({total:.0f} s)")
+    say(
+        f"[{recipe.name}] published version {version} at {path} ({total:.0f} s: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        + ")"
+    )
     say(f"[{recipe.name}] recommended: " + ", ".join(f"{d} {v}" for d, v in manifest.recommended.items()))
     return BuildResult(recipe.name, version, path, manifest, reports, total)
 

@@ -56,6 +56,11 @@ def test_cli_build_publishes_and_models_lists(
     assert manifest.recipe["profile"] == "quick" and manifest.recipe["name"] == "sentiment"
     assert manifest.data.source == "sst2/train.tsv, sst2/dev.tsv"
     assert manifest.build["train_examples"] == 200  # type: ignore[attr-defined]
+    # Where a build's time went, per phase; no compressed forms, so no compress phase.
+    phases = manifest.build["step_seconds"]  # type: ignore[attr-defined]
+    assert list(phases) == ["finetune", "convert", "verify", "probe"]
+    assert all(v >= 0 for v in phases.values()) and phases["finetune"] > 0
+    assert " s: finetune " in done.stderr
     for variant in manifest.variants.values():
         assert variant.parity.label_agreement >= 0.9
         assert variant.latency_ms["batch_1"] > 0
@@ -373,6 +378,9 @@ def test_compressed_forms_are_built_verified_gated_and_recommended(tiny_base: Pa
     )
     forms = manifest.build["forms"]  # type: ignore[attr-defined]
     assert set(forms) == {"l1", "l1-h2-f32", "l1-f24"} and forms["l1"]["layer_map"] == [1]
+    phases = manifest.build["step_seconds"]  # type: ignore[attr-defined]
+    assert list(phases) == ["finetune", "convert", "compress", "verify", "probe"]
+    assert phases["compress"] > 0
     assert forms["l1-f24"]["from"] == "l1" and forms["l1-f24"]["layer_map"] == [1]
     assert forms["l1-f24"]["neurons_kept_count"] == [24] and forms["l1"]["from"] is None
     cascade = manifest.variants["l1-f24-fp32"].architecture
