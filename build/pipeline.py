@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +163,16 @@ def _calibration(tokenizer: TextTokenizer, recipe: Recipe, train: Examples) -> l
     return [pad(encodings[i : i + 32], tokenizer.pad_id) for i in range(0, len(encodings), 32)]
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the block's wall time to ``seconds[phase]`` (a phase may run in several blocks)."""
+    tick = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - tick
+
+
 def run_build(
     recipe: Recipe,
     profile: str,
@@ -194,14 +205,15 @@ def run_build(
         serve_tok = TextTokenizer(tokenizer_json, recipe.max_seq_len)
         evaluation = EvalBatches.served(serve_tok, recipe.task, list(recipe.labels), dataset.eval)
 
-        tick = time.perf_counter()
-        if fine_tuned:
-            say(f"[{recipe.name}] fine-tune: skipped ({profile}: epochs 0; the base model is the teacher)")
-            tuned = TrainResult(model=model, best_epoch=0)
-        else:
-            say(f"[{recipe.name}] fine-tune ({profile} profile)")
-            tuned = finetune(model, train_tok, recipe, training, dataset.train, evaluation)
-        seconds["finetune"] = time.perf_counter() - tick
+        with _timed(seconds, "finetune"):
+            if fine_tuned:
+                say(
+                    f"[{recipe.name}] fine-tune: skipped ({profile}: epochs 0; the base model is the teacher)"
+                )
+                tuned = TrainResult(model=model, best_epoch=0)
+            else:
+                say(f"[{recipe.name}] fine-tune ({profile} profile)")
+                tuned = finetune(model, train_tok, recipe, training, dataset.train, evaluation)
         pytorch_logits = {TEACHER: logits_of(model, evaluation)}
         pytorch_metrics = {TEACHER: score(recipe.task, recipe.labels, pytorch_logits[TEACHER], evaluation)}
         reference = pytorch_metrics[TEACHER]
@@ -212,51 +224,48 @@ def run_build(
             if "int8-static" in recipe.variants or any("int8-static" in f.precisions for f in forms)
             else []
         )
-        tick = time.perf_counter()
-        candidates, fused_ops = _convert(
-            model, TEACHER, list(recipe.variants), recipe, work, calibration, opts
-        )
-        seconds["convert"] = time.perf_counter() - tick
+        with _timed(seconds, "convert"):
+            candidates, fused_ops = _convert(
+                model, TEACHER, list(recipe.variants), recipe, work, calibration, opts
+            )
         form_builds: dict[str, dict[str, Any]] = {}
         if forms:
-            tick = time.perf_counter()
-            form_builds = _compress(
-                model, forms, recipe, profile, dataset.train, tokenizer_json, evaluation, say
-            )
-            seconds["compress"] = time.perf_counter() - tick
-            tick = time.perf_counter()
-            for form in forms:
-                student = form_builds[form.name].pop("model")
-                pytorch_logits[form.name] = logits_of(student, evaluation)
-                pytorch_metrics[form.name] = score(
-                    recipe.task, recipe.labels, pytorch_logits[form.name], evaluation
+            with _timed(seconds, "compress"):
+                form_builds = _compress(
+                    model, forms, recipe, profile, dataset.train, tokenizer_json, evaluation, say
                 )
-                made, _ = _convert(student, form.name, list(form.precisions), recipe, work, calibration, opts)
-                candidates += made
-                del student
-            seconds["convert"] += time.perf_counter() - tick
+            with _timed(seconds, "convert"):
+                for form in forms:
+                    student = form_builds[form.name].pop("model")
+                    pytorch_logits[form.name] = logits_of(student, evaluation)
+                    pytorch_metrics[form.name] = score(
+                        recipe.task, recipe.labels, pytorch_logits[form.name], evaluation
+                    )
+                    made, _ = _convert(
+                        student, form.name, list(form.precisions), recipe, work, calibration, opts
+                    )
+                    candidates += made
+                    del student
         if opts.on_variants is not None:
             files = {c.name: c.path for c in candidates}
             opts.on_variants(files)
             candidates = [replace(c, path=files[c.name]) for c in candidates]
 
         say(f"[{recipe.name}] verify {', '.join(c.name for c in candidates)} through the serving runtime")
-        tick = time.perf_counter()
-        reports = [
-            verify_variant(c, recipe.task, recipe.labels, pytorch_logits[c.form], evaluation, opts.verify)
-            for c in candidates
-        ]
-        seconds["verify"] = time.perf_counter() - tick
+        with _timed(seconds, "verify"):
+            reports = [
+                verify_variant(c, recipe.task, recipe.labels, pytorch_logits[c.form], evaluation, opts.verify)
+                for c in candidates
+            ]
         say(f"[{recipe.name}] latency probe: {len(reports)} variants interleaved in one process")
-        tick = time.perf_counter()
-        latencies = probe(
-            {r.name: r.path for r in reports},
-            evaluation,
-            opts.verify.latency_repeats,
-            opts.verify.intra_op_threads,
-            serve_tok.pad_id,
-        )
-        seconds["probe"] = time.perf_counter() - tick
+        with _timed(seconds, "probe"):
+            latencies = probe(
+                {r.name: r.path for r in reports},
+                evaluation,
+                opts.verify.latency_repeats,
+                opts.verify.intra_op_threads,
+                serve_tok.pad_id,
+            )
         for r in reports:
             r.latency_ms = latencies[r.name]
         gate(reports, pytorch_metrics, recipe.task, recipe.gate)
